@@ -1,0 +1,29 @@
+"""``t2s``: the command line of Text2SQL Ops.
+
+Each command imports what it needs inside its body, so ``t2s --help`` and scoring stay fast and do not
+pay for mlflow, great-expectations or llama-index.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from pipelines import datasets_cli, score_cli
+
+app = typer.Typer(
+    name="t2s",
+    help="Text2SQL Ops: golden datasets, execution-accuracy scoring, prompt evaluation and promotion.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(datasets_cli.app, name="datasets")
+app.command("score")(score_cli.score)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

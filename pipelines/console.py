@@ -1,0 +1,24 @@
+"""Shared console plumbing: one rich console, and the boundary that turns platform errors into exits."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from t2s.errors import Text2SQLError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Print a :class:`Text2SQLError` as one red line naming where and what, then exit 2."""
+    try:
+        yield
+    except Text2SQLError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None

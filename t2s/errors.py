@@ -1,0 +1,81 @@
+"""One root for every error the platform raises on purpose.
+
+Each error carries the structured fields a person needs to act (file, line, item id, field) and a
+message that names the fix. CLI commands and HTTP handlers convert these at the boundary; library
+code raises them and never returns ``None`` for a failure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Text2SQLError(Exception):
+    """Root of all platform errors."""
+
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None,
+                 item_id: str | None = None, field: str | None = None) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.item_id = item_id
+        self.field = field
+        super().__init__(self.__str__())
+
+    def location(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(self.file + (f":{self.line}" if self.line is not None else ""))
+        if self.item_id:
+            parts.append(f"item {self.item_id!r}")
+        if self.field:
+            parts.append(f"field {self.field!r}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.location()
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ConfigError(Text2SQLError):
+    """A settings value, flag or config file is wrong."""
+
+
+class DatasetError(Text2SQLError):
+    """A dataset file or row is malformed, or a dataset fails validation."""
+
+
+class PredictionsError(Text2SQLError):
+    """A predictions file does not line up with its dataset or is malformed."""
+
+
+class SqlError(Text2SQLError):
+    """Base for problems with one SQL string. ``error_class`` is the scorer's taxonomy label."""
+
+    error_class = "execution_error"
+
+
+class SqlParseError(SqlError):
+    error_class = "parse_error"
+
+
+class SqlRefused(SqlError):
+    """The guard refused the statement (not a single read-only SELECT/WITH)."""
+
+    error_class = "refused"
+
+
+class SqlTimeout(SqlError):
+    error_class = "timeout"
+
+
+class SqlUnknownTable(SqlError):
+    error_class = "unknown_table"
+
+
+class SqlUnknownColumn(SqlError):
+    error_class = "unknown_column"
+
+
+class SqlExecutionError(SqlError):
+    error_class = "execution_error"
