@@ -214,12 +214,8 @@ def load_dataset(root: str | Path) -> Dataset:
 
 def write_dataset(root: Path, manifest: DatasetManifest, examples: list[GoldExample]) -> None:
     """Write manifest and questions atomically (temp files renamed into place)."""
-    root.mkdir(parents=True, exist_ok=True)
-    payloads = {
-        MANIFEST: yaml.safe_dump(manifest.model_dump(mode="json", exclude_defaults=False), sort_keys=False),
-        QUESTIONS: "".join(ex.model_dump_json(exclude_none=True) + "\n" for ex in examples),
-    }
-    for name, text in payloads.items():
-        tmp = root / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(root / name)
+    from t2s.fileio import write_text_atomic
+
+    write_text_atomic(root / MANIFEST,
+                      yaml.safe_dump(manifest.model_dump(mode="json", exclude_defaults=False), sort_keys=False))
+    write_text_atomic(root / QUESTIONS, "".join(ex.model_dump_json(exclude_none=True) + "\n" for ex in examples))

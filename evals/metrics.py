@@ -1,0 +1,79 @@
+"""Aggregate per-item verdicts into the metrics every report shows."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict
+
+from evals.execution import ERROR_CLASSES
+from t2s.datasets import DIFFICULTIES
+
+
+class ItemVerdict(BaseModel):
+    """One scored item: a row of ``per_item.jsonl``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    db_id: str
+    difficulty: str
+    category: str
+    match: bool
+    error_class: str | None
+    exact_match: bool
+    valid_sql: bool
+    detail: str = ""
+    gold_rows: int | None = None
+    pred_rows: int | None = None
+
+
+class Bucket(BaseModel):
+    count: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count if self.count else 0.0
+
+
+class Metrics(BaseModel):
+    count: int
+    execution_accuracy: float
+    exact_match: float
+    valid_sql_rate: float
+    by_difficulty: dict[str, Bucket]
+    by_category: dict[str, Bucket]
+    error_rates: dict[str, float]
+
+    def flat(self) -> dict[str, float]:
+        """Flat metric names, as logged to MLflow (``execution_accuracy/hard`` …)."""
+        out = {"execution_accuracy": self.execution_accuracy, "exact_match": self.exact_match,
+               "valid_sql_rate": self.valid_sql_rate}
+        out |= {f"execution_accuracy/{k}": b.accuracy for k, b in self.by_difficulty.items()}
+        out |= {f"execution_accuracy/category/{k}": b.accuracy for k, b in self.by_category.items()}
+        out |= {f"error_rate/{k}": v for k, v in self.error_rates.items()}
+        return out
+
+
+def summarize(verdicts: Iterable[ItemVerdict]) -> Metrics:
+    items = list(verdicts)
+    n = len(items)
+    diff: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for v in items:
+        for table, key in ((diff, v.difficulty), (cat, v.category)):
+            table[key][0] += 1
+            table[key][1] += int(v.match)
+    errors = Counter(v.error_class for v in items if v.error_class)
+    ordered_diff = [d for d in DIFFICULTIES if d in diff] + sorted(set(diff) - set(DIFFICULTIES))
+    return Metrics(
+        count=n,
+        execution_accuracy=sum(v.match for v in items) / n if n else 0.0,
+        exact_match=sum(v.exact_match for v in items) / n if n else 0.0,
+        valid_sql_rate=sum(v.valid_sql for v in items) / n if n else 0.0,
+        by_difficulty={k: Bucket(count=diff[k][0], correct=diff[k][1]) for k in ordered_diff},
+        by_category={k: Bucket(count=c, correct=m) for k, (c, m) in sorted(cat.items())},
+        error_rates={k: errors[k] / n for k in ERROR_CLASSES if errors[k]} if n else {},
+    )

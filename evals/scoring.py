@@ -1,0 +1,153 @@
+"""Score a whole dataset: items grouped by database, executed in parallel processes, gold results cached."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from evals.compare import MatchRules, get_rules
+from evals.execution import execution_match
+from evals.gold_cache import GoldCache
+from evals.metrics import ItemVerdict
+from t2s.datasets import Dataset, GoldExample
+from t2s.execution import Target, open_target
+
+SERIAL_BELOW = 300  # below this many items, process start-up costs more than it saves
+CHUNK = 64
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    rules: str = "t2s"
+    timeout_s: float = 10.0
+    max_rows: int = 100_000
+    exact_match: bool = True
+    cache_path: Path | None = None
+    postgres_dsn: str | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    root: Path
+    engine: str
+    databases: dict[str, tuple[str, ...]]  # db_id -> absolute locations (primary first)
+    items: list[tuple[GoldExample, str | None]]
+
+
+class _Scorer:
+    """Per-process state: open targets and the gold cache, reused across items."""
+
+    def __init__(self, config: ScoreConfig) -> None:
+        self.config = config
+        self.rules: MatchRules = get_rules(config.rules)
+        self.cache = GoldCache(config.cache_path)
+        self.targets: dict[tuple[str, ...], list[Target]] = {}
+
+    def _targets(self, engine: str, locations: tuple[str, ...]) -> list[Target]:
+        if locations not in self.targets:
+            if engine == "postgres":
+                self.targets[locations] = [open_target("postgres", self.config.postgres_dsn or "", schema=loc)
+                                           for loc in locations]
+            else:
+                self.targets[locations] = [open_target(engine, loc) for loc in locations]
+        return self.targets[locations]
+
+    def score(self, engine: str, locations: tuple[str, ...], ex: GoldExample, pred: str | None) -> ItemVerdict:
+        targets = self._targets(engine, locations)
+        out = execution_match(ex.gold_sql, pred, targets, rules=self.rules, gold_dialect=ex.dialect,
+                              timeout_s=self.config.timeout_s, max_rows=self.config.max_rows,
+                              gold_cache=self.cache)
+        exact = False
+        if self.config.exact_match and out.gold_tree is not None and out.pred_tree is not None:
+            from evals.normalize import normalized_exact_match, target_schema
+
+            exact = normalized_exact_match(out.gold_tree, out.pred_tree, target_schema(targets[0]),
+                                           targets[0].dialect)
+        return ItemVerdict(id=ex.id, db_id=ex.db_id, difficulty=ex.difficulty, category=ex.category,
+                           match=out.match, error_class=out.error_class, exact_match=exact,
+                           valid_sql=out.valid_sql, detail=out.detail,
+                           gold_rows=len(out.gold.rows) if out.gold else None,
+                           pred_rows=len(out.pred.rows) if out.pred else None)
+
+    def run(self, job: _Job) -> list[ItemVerdict]:
+        return [self.score(job.engine, job.databases[ex.db_id], ex, pred) for ex, pred in job.items]
+
+    def close(self) -> None:
+        for targets in self.targets.values():
+            for t in targets:
+                t.close()
+        self.cache.close()
+
+
+_WORKER: _Scorer | None = None
+
+
+def _init_worker(config: ScoreConfig) -> None:
+    global _WORKER
+    _WORKER = _Scorer(config)
+
+
+def _run_job(job: _Job) -> list[ItemVerdict]:
+    assert _WORKER is not None
+    return _WORKER.run(job)
+
+
+def _jobs(dataset: Dataset, predictions: dict[str, str | None]) -> list[_Job]:
+    by_db: dict[str, list[tuple[GoldExample, str | None]]] = {}
+    for ex in dataset.examples:
+        by_db.setdefault(ex.db_id, []).append((ex, predictions.get(ex.id)))
+    engine = dataset.manifest.engine
+    jobs = []
+    for db_id, items in by_db.items():
+        if engine == "postgres":
+            ref = dataset.manifest.databases[db_id]
+            locations = (ref.path, *ref.variants)
+        else:
+            locations = tuple(str(p) for p in dataset.database_paths(db_id))
+        for i in range(0, len(items), CHUNK):
+            jobs.append(_Job(dataset.root, engine, {db_id: locations}, items[i:i + CHUNK]))
+    return jobs
+
+
+def choose_workers(n_items: int, requested: int = 0) -> int:
+    if requested > 0:
+        return requested
+    if n_items < SERIAL_BELOW:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def score_dataset(dataset: Dataset, predictions: dict[str, str | None], config: ScoreConfig, *,
+                  workers: int = 0, on_progress: Callable[[int], None] | None = None) -> list[ItemVerdict]:
+    """Score every item; verdicts come back in dataset order."""
+    get_rules(config.rules)  # fail fast on an unknown rule set
+    jobs = _jobs(dataset, predictions)
+    n_workers = choose_workers(len(dataset), workers)
+    results: dict[str, ItemVerdict] = {}
+    if n_workers == 1:
+        scorer = _Scorer(config)
+        try:
+            for job in jobs:
+                for ex, pred in job.items:
+                    results[ex.id] = scorer.score(job.engine, job.databases[ex.db_id], ex, pred)
+                    if on_progress:
+                        on_progress(1)
+        finally:
+            scorer.close()
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["evals.scoring"])
+        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(config,)) as pool:
+            futures = [pool.submit(_run_job, job) for job in jobs]
+            for fut in as_completed(futures):
+                batch = fut.result()
+                for v in batch:
+                    results[v.id] = v
+                if on_progress:
+                    on_progress(len(batch))
+    return [results[ex.id] for ex in dataset.examples]
