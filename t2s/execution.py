@@ -299,23 +299,18 @@ class PostgresTarget(Target):
     def execute(self, sql: str, *, timeout_s: float, max_rows: int) -> QueryResult:
         import psycopg
         from psycopg import errors as pge
-        from psycopg import sql as pgsql
 
         conn = self._connection()
         start = time.perf_counter()
+        text = sql.rstrip().rstrip(";")
         try:
-            with conn.transaction():
-                conn.execute(pgsql.SQL("SET LOCAL statement_timeout = {}").format(int(timeout_s * 1000)))
-                if self.schema:
-                    conn.execute(pgsql.SQL("SET LOCAL search_path = {}, public").format(
-                        pgsql.Identifier(self.schema)))
-                with conn.cursor(name="t2s_query") as cursor:
-                    cursor.execute(sql.rstrip().rstrip(";"))
-                    rows, truncated = _fetch(cursor, max_rows)
-                    columns = tuple(d.name for d in cursor.description or ())
-                raise _Rollback
-        except _Rollback:
-            pass
+            try:
+                rows, truncated, columns = self._run(conn, text, timeout_s, max_rows, server_side=True)
+            except pge.SyntaxError:
+                # DECLARE … CURSOR accepts only queries, so a statement that is not one fails as a syntax
+                # error. Running it plainly inside the read-only transaction tells a write (refused) from
+                # real bad syntax; the transaction is rolled back either way.
+                rows, truncated, columns = self._run(conn, text, timeout_s, max_rows, server_side=False)
         except pge.QueryCanceled as exc:
             raise SqlTimeout("query exceeded the timeout and was stopped") from exc
         except pge.UndefinedTable as exc:
@@ -329,6 +324,24 @@ class PostgresTarget(Target):
         except psycopg.Error as exc:
             raise SqlExecutionError(str(exc).splitlines()[0]) from exc
         return QueryResult(columns, rows, truncated, time.perf_counter() - start)
+
+    def _run(self, conn: Any, sql: str, timeout_s: float, max_rows: int,
+             server_side: bool) -> tuple[list[tuple[Any, ...]], bool, tuple[str, ...]]:
+        from psycopg import sql as pgsql
+
+        try:
+            with conn.transaction():
+                conn.execute(pgsql.SQL("SET LOCAL statement_timeout = {}").format(int(timeout_s * 1000)))
+                if self.schema:
+                    conn.execute(pgsql.SQL("SET LOCAL search_path = {}, public").format(
+                        pgsql.Identifier(self.schema)))
+                with conn.cursor(name="t2s_query") if server_side else conn.cursor() as cursor:
+                    cursor.execute(sql)
+                    rows, truncated = _fetch(cursor, max_rows) if cursor.description else ([], False)
+                    columns = tuple(d.name for d in cursor.description or ())
+                raise _Rollback
+        except _Rollback:
+            return rows, truncated, columns
 
     def close(self) -> None:
         if self._conn is not None:

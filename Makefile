@@ -1,0 +1,45 @@
+# Text2SQL Ops — the two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export T2S_CACHE_DIR ?= $(CURDIR)/.t2s-cache
+
+.PHONY: setup system-deps demo test test-fast lint data clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the project with its dev tools
+
+system-deps:  ## install system packages the tests need (PostgreSQL server) if missing
+	bash infra/local/install_system_deps.sh
+
+data: setup  ## build the bundled golden database through DVC
+	$(BIN)/dvc repro build_bank
+
+demo: setup  ## run the main job on the embedded defaults
+	$(BIN)/dvc repro
+	@echo
+	@$(BIN)/dvc metrics show
+	@echo
+	@echo "Per-item verdicts: reports/bank/example_verdicts.jsonl  ·  validation: reports/bank/validation.json"
+
+test: setup system-deps  ## set up and run the whole test suite (slow tests included)
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup  ## the suite without slow tests
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+
+clean:  ## remove caches and generated reports (keeps .venv)
+	rm -rf .t2s-cache reports .pytest_cache .hypothesis
