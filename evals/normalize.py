@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
+import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer import optimize
@@ -20,6 +21,7 @@ from sqlglot.optimizer.qualify import qualify
 from t2s.execution import Target
 
 Schema = dict[str, dict[str, str]]
+MAX_PASSES = 4
 
 
 def target_schema(target: Target) -> Schema:
@@ -38,10 +40,21 @@ def _schema_cached(engine: str, fingerprint: str, target: Target) -> Schema:
 def canonical_sql(tree: exp.Expression, schema: Schema, dialect: str) -> str | None:
     """The canonical text of ``tree``, or None when it cannot be resolved against ``schema``."""
     try:
-        node = qualify(copy.deepcopy(tree), schema=schema, db="main", dialect=dialect)
-        node = canonicalize_internal_names(node)
-        node = optimize(node, schema=schema, db="main", dialect=dialect)
-        return node.sql(dialect=dialect)
+        text = None
+        node = copy.deepcopy(tree)
+        # optimize() can introduce fresh internal names (e.g. "_u_0" for an unnested subquery), so the
+        # whole pass repeats on its own output until the text stops changing: the canonical form of a
+        # canonical form is itself.
+        for _ in range(MAX_PASSES):
+            node = qualify(node, schema=schema, db="main", dialect=dialect)
+            node = canonicalize_internal_names(node)
+            node = optimize(node, schema=schema, db="main", dialect=dialect)
+            new_text = node.sql(dialect=dialect)
+            if new_text == text:
+                break
+            text = new_text
+            node = sqlglot.parse_one(text, read=dialect)
+        return text
     except (SqlglotError, KeyError, ValueError, AttributeError, TypeError, RecursionError):
         return None
 
