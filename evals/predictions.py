@@ -60,3 +60,20 @@ def _load_lines(path: Path, text: str, dataset: Dataset) -> dict[str, str | None
             f"{len(lines)} lines but dataset {dataset.name!r} has {len(dataset)} questions; a line-per-query "
             "file must have one line per question in dataset order (or use JSONL with ids)", file=path)
     return {ex.id: (line.split("\t", 1)[0].strip() or None) for ex, line in zip(dataset.examples, lines, strict=True)}
+
+
+def gold_as_predictions(dataset: Dataset) -> dict[str, str | None]:
+    """Each item's own gold SQL, in the engine's dialect: scoring it checks the dataset and the scorer
+    (every item should match itself)."""
+    from t2s.errors import SqlError
+    from t2s.execution import ENGINE_DIALECT
+    from t2s.guard import guard_select, to_dialect
+
+    engine = ENGINE_DIALECT[dataset.manifest.engine]
+    preds: dict[str, str | None] = {}
+    for ex in dataset.examples:
+        try:
+            preds[ex.id] = to_dialect(guard_select(ex.gold_sql, ex.dialect), ex.gold_sql, ex.dialect, engine)
+        except SqlError:
+            preds[ex.id] = ex.gold_sql
+    return preds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +13,10 @@ from pipelines.console import cli_errors, console, err_console
 
 def score(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset directory (has dataset.yaml).")],
-    predictions: Annotated[Path, typer.Option("--predictions", "-p",
-                                              help="One SQL per line in dataset order, or JSONL {id, sql}.")],
+    predictions: Annotated[Path | None, typer.Option(
+        "--predictions", "-p", help="One SQL per line in dataset order, or JSONL {id, sql}.")] = None,
+    gold_as_predictions: Annotated[bool, typer.Option(
+        "--gold-as-predictions", help="Score the gold SQL against itself (a self-check of data and scorer).")] = False,
     rules: Annotated[str, typer.Option(help="Rule set: t2s (default), spider or bird.")] = "t2s",
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per query [T2S_QUERY_TIMEOUT_S].")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Row cap per query [T2S_MAX_ROWS].")] = None,
@@ -29,11 +32,13 @@ def score(
 
     from evals.compare import get_rules
     from evals.metrics import summarize
+    from evals.predictions import gold_as_predictions as gold_predictions
     from evals.predictions import load_predictions
     from evals.scoring import ScoreConfig, score_dataset
     from evals.validation import require_not_failed
     from pipelines.reporting import metrics_tables, write_jsonl_atomic, write_text_atomic
     from t2s.datasets import load_dataset
+    from t2s.errors import ConfigError
     from t2s.settings import get_settings
 
     with cli_errors():
@@ -42,7 +47,9 @@ def score(
         ds = load_dataset(dataset)
         if not allow_invalid:
             require_not_failed(ds, settings.cache_dir)
-        preds = load_predictions(predictions, ds)
+        if (predictions is None) == (not gold_as_predictions):
+            raise ConfigError("give exactly one of --predictions FILE or --gold-as-predictions")
+        preds = gold_predictions(ds) if predictions is None else load_predictions(predictions, ds)
         config = ScoreConfig(rules=rules, timeout_s=timeout or settings.query_timeout_s,
                              max_rows=max_rows or settings.max_rows, exact_match=exact_match,
                              cache_path=settings.cache_dir / "gold_results.sqlite" if cache else None,
@@ -54,12 +61,12 @@ def score(
                                      on_progress=lambda n: progress.advance(task, n))
         metrics = summarize(verdicts)
         console.print(f"[bold]{ds.name}[/] ({len(ds)} items, version {ds.version()[:12]}) · rules "
-                      f"[cyan]{rules}[/] · predictions {predictions}")
+                      f"[cyan]{rules}[/] · predictions {predictions or 'gold (self-check)'}")
         for table in metrics_tables(metrics):
             console.print(table)
         if out:
             write_jsonl_atomic(out, (v.model_dump(exclude_none=False) for v in verdicts))
             console.print(f"per-item verdicts → {out}")
         if metrics_out:
-            write_text_atomic(metrics_out, metrics.model_dump_json(indent=2))
+            write_text_atomic(metrics_out, json.dumps({"items": metrics.count, **metrics.flat()}, indent=2))
             console.print(f"metrics → {metrics_out}")

@@ -119,6 +119,7 @@ def test_score_command_prints_metrics_and_writes_verdicts(tmp_path: Path, shop_d
 @pytest.mark.parametrize(("args", "message"), [
     (["--rules", "fuzzy"], "unknown rule set"),
     (["-d", "/nonexistent"], "dataset.yaml"),
+    (["--gold-as-predictions"], "exactly one of"),
 ])
 def test_score_bad_flags_are_clear_errors(tmp_path: Path, args: list[str], message: str) -> None:
     preds = tmp_path / "p.sql"
