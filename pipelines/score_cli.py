@@ -42,13 +42,13 @@ def score(
     from t2s.settings import get_settings
 
     with cli_errors():
+        if (predictions is None) == (not gold_as_predictions):
+            raise ConfigError("give exactly one of --predictions FILE or --gold-as-predictions")
         settings = get_settings()
         get_rules(rules)
         ds = load_dataset(dataset)
         if not allow_invalid:
             require_not_failed(ds, settings.cache_dir)
-        if (predictions is None) == (not gold_as_predictions):
-            raise ConfigError("give exactly one of --predictions FILE or --gold-as-predictions")
         preds = gold_predictions(ds) if predictions is None else load_predictions(predictions, ds)
         config = ScoreConfig(rules=rules, timeout_s=timeout or settings.query_timeout_s,
                              max_rows=max_rows or settings.max_rows, exact_match=exact_match,
