@@ -25,11 +25,11 @@ data: setup  ## build the bundled golden database through DVC
 	$(BIN)/dvc repro build_bank
 
 demo: setup  ## run the main job on the embedded defaults
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
-	@$(BIN)/dvc metrics show
-	@echo
-	@echo "Per-item verdicts: reports/bank/example_verdicts.jsonl  ·  validation: reports/bank/validation.json"
+	@$(BIN)/t2s metrics show reports/bank/selfcheck_metrics.json reports/bank/example_metrics.json
+	@echo "Per-item verdicts: reports/bank/*_verdicts.jsonl · validation report: reports/bank/validation.json"
+	@echo "Pipeline: dvc.yaml (dvc repro re-runs only what changed; dvc metrics diff compares with git HEAD)"
 
 test: setup system-deps  ## set up and run the whole test suite (slow tests included)
 	@$(BIN)/python -m pytest -q; rc=$$?; \

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from pipelines import datasets_cli, score_cli, validate_cli
+from pipelines import datasets_cli, metrics_cli, score_cli, validate_cli
 
 app = typer.Typer(
     name="t2s",
@@ -20,6 +20,7 @@ app = typer.Typer(
 datasets_cli.app.command("validate")(validate_cli.validate)
 app.add_typer(datasets_cli.app, name="datasets")
 app.command("score")(score_cli.score)
+app.add_typer(metrics_cli.app, name="metrics")
 
 
 def main() -> None:
