@@ -17,7 +17,7 @@ from sqlglot import exp
 
 from evals import spider_text
 from evals.compare import T2S, MatchRules, results_match
-from evals.gold_cache import GoldCache, cache_key
+from evals.gold_cache import GoldCache, GoldRun, cache_key
 from t2s.errors import SqlError, SqlTimeout
 from t2s.execution import QueryResult, Target
 from t2s.guard import guard_select, to_dialect
@@ -38,7 +38,6 @@ class MatchOutcome:
     detail: str = ""
     gold: QueryResult | None = None
     pred: QueryResult | None = None
-    gold_tree: exp.Query | None = field(default=None, repr=False)
     pred_tree: exp.Query | None = field(default=None, repr=False)
 
     @property
@@ -63,23 +62,29 @@ def _prepare(sql: str, dialect: str, target: Target, role: str, rules: MatchRule
     return to_dialect(tree, sql, dialect, target.dialect), tree
 
 
-def _run_gold(target: Target, sql: str, timeout_s: float, max_rows: int, cache: GoldCache | None) -> QueryResult:
-    key = cache_key(target.fingerprint(), sql, max_rows) if cache is not None else ""
-    if cache is not None:
-        hit = cache.get(key)
-        if isinstance(hit, SqlError):
-            raise hit
-        if hit is not None:
-            return hit
+def run_gold(target: Target, gold_sql: str, gold_dialect: str, rules: MatchRules, timeout_s: float,
+             max_rows: int, cache: GoldCache | None) -> GoldRun:
+    """Prepare, guard and execute the gold on ``target``, or take all three from the cache."""
+    key = cache_key(target.fingerprint(), gold_sql, max_rows, f"{rules.name}|{gold_dialect}>{target.dialect}")
+    hit = cache.get(key) if cache is not None else None
+    if isinstance(hit, SqlError):
+        raise hit
+    if hit is not None:
+        return hit
     try:
-        result = target.execute(sql, timeout_s=timeout_s, max_rows=max_rows)
+        text, tree = _prepare(gold_sql, gold_dialect, target, "gold", rules)
+        if rules.order == "gold_text_has_order_by":
+            order_matters = spider_text.gold_text_orders(gold_sql)
+        else:
+            order_matters = outermost_orders(tree)
+        run = GoldRun(text, order_matters, target.execute(text, timeout_s=timeout_s, max_rows=max_rows))
     except SqlError as exc:
         if cache is not None and not isinstance(exc, SqlTimeout):
             cache.put(key, type(exc)(exc.message))
         raise
     if cache is not None:
-        cache.put(key, result)
-    return result
+        cache.put(key, run)
+    return run
 
 
 def execution_match(gold_sql: str, pred_sql: str | None, targets: Target | Sequence[Target], *,
@@ -95,39 +100,35 @@ def execution_match(gold_sql: str, pred_sql: str | None, targets: Target | Seque
     primary = targets[0]
     if pred_sql is None or not pred_sql.strip():
         return MatchOutcome(False, "missing_prediction", "no prediction for this item")
-    try:
-        gold_text, gold_tree = _prepare(gold_sql, gold_dialect, primary, "gold", rules)
-    except SqlError as exc:
-        return MatchOutcome(False, "gold_error", f"gold SQL rejected: {exc}")
-    try:
-        pred_text, pred_tree = _prepare(pred_sql, pred_dialect or primary.dialect, primary, "pred", rules)
-    except SqlError as exc:
-        return MatchOutcome(False, exc.error_class, str(exc), gold_tree=gold_tree)
-    if rules.order == "gold_text_has_order_by":
-        order_matters = spider_text.gold_text_orders(gold_sql)
-    else:
-        order_matters = outermost_orders(gold_tree)
-
-    outcome = MatchOutcome(True, gold_tree=gold_tree, pred_tree=pred_tree)
+    pred_text: str | None = None
+    pred_tree: exp.Query | None = None
+    outcome = MatchOutcome(True)
     for target in targets:
         try:
-            gold = _run_gold(target, gold_text, timeout_s, max_rows, gold_cache)
+            gold_run = run_gold(target, gold_sql, gold_dialect, rules, timeout_s, max_rows, gold_cache)
         except SqlError as exc:
-            return MatchOutcome(False, "gold_error", f"gold SQL failed ({exc.error_class}): {exc}",
-                                gold_tree=gold_tree, pred_tree=pred_tree)
+            return MatchOutcome(False, "gold_error", f"gold SQL fails ({exc.error_class}): {exc}",
+                                pred_tree=pred_tree)
+        gold = gold_run.result
         if gold.truncated:
             return MatchOutcome(False, "gold_error", f"gold result exceeds max_rows={max_rows}", gold=gold,
-                                gold_tree=gold_tree, pred_tree=pred_tree)
+                                pred_tree=pred_tree)
+        if pred_text is None:
+            try:
+                pred_text, pred_tree = _prepare(pred_sql, pred_dialect or primary.dialect, primary, "pred", rules)
+            except SqlError as exc:
+                return MatchOutcome(False, exc.error_class, str(exc), gold=gold)
+            outcome.pred_tree = pred_tree
         try:
             pred = target.execute(pred_text, timeout_s=timeout_s, max_rows=max_rows)
         except SqlError as exc:
-            return MatchOutcome(False, exc.error_class, str(exc), gold=gold, gold_tree=gold_tree,
-                                pred_tree=pred_tree)
+            return MatchOutcome(False, exc.error_class, str(exc), gold=gold, pred_tree=pred_tree)
         if outcome.gold is None:
             outcome.gold, outcome.pred = gold, pred
         if pred.truncated:
             return MatchOutcome(False, "too_many_rows", f"prediction returns more than {max_rows} rows",
-                                gold=gold, pred=pred, gold_tree=gold_tree, pred_tree=pred_tree)
+                                gold=gold, pred=pred, pred_tree=pred_tree)
+        order_matters = gold_run.order_matters
         if not results_match(gold.rows, pred.rows, rules, order_matters):
             cls = "empty_result" if not pred.rows and gold.rows else "wrong_result"
             where = "" if target is primary else f" on variant {target.fingerprint()}"
@@ -135,5 +136,5 @@ def execution_match(gold_sql: str, pred_sql: str | None, targets: Target | Seque
                       else f"results differ{where}: gold {len(gold.rows)}×{len(gold.columns)}, "
                            f"predicted {len(pred.rows)}×{len(pred.columns)}"
                            + (" (row order matters: gold orders)" if order_matters else ""))
-            return MatchOutcome(False, cls, detail, gold=gold, pred=pred, gold_tree=gold_tree, pred_tree=pred_tree)
+            return MatchOutcome(False, cls, detail, gold=gold, pred=pred, pred_tree=pred_tree)
     return outcome

@@ -1,8 +1,10 @@
-"""Gold results computed once per (database fingerprint, executed gold SQL, row cap) and reused.
+"""Gold results computed once per (database fingerprint, gold SQL, preparation, row cap) and reused.
 
-Stored in a small SQLite file under the cache directory, so reruns, other systems' prediction files and
-parallel worker processes all share it. Deterministic failures are cached too; timeouts are not (a
-slower machine or a larger timeout may succeed).
+An entry holds what scoring needs from the gold: the SQL text executed on the engine, whether row order
+matters, and the result. A hit therefore skips parsing the gold as well as executing it. Entries live in
+a small SQLite file under the cache directory, so reruns, other systems' prediction files and parallel
+worker processes all share them. Deterministic failures are cached too; timeouts are not (a slower
+machine or a larger timeout may succeed).
 """
 
 from __future__ import annotations
@@ -10,16 +12,26 @@ from __future__ import annotations
 import hashlib
 import pickle
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from t2s.errors import SqlError
 from t2s.execution import QueryResult
 
-Entry = QueryResult | SqlError
+
+@dataclass(frozen=True)
+class GoldRun:
+    text: str  # the SQL executed on the engine (after rule-set rewrites and transpilation)
+    order_matters: bool
+    result: QueryResult
 
 
-def cache_key(fingerprint: str, sql: str, max_rows: int) -> str:
-    return hashlib.sha256(f"{fingerprint}\x00{max_rows}\x00{sql}".encode()).hexdigest()
+Entry = GoldRun | SqlError
+
+
+def cache_key(fingerprint: str, sql: str, max_rows: int, preparation: str = "") -> str:
+    """``preparation`` names everything that changes the executed text (rule set, dialects)."""
+    return hashlib.sha256(f"{fingerprint}\x00{max_rows}\x00{preparation}\x00{sql}".encode()).hexdigest()
 
 
 class GoldCache:
@@ -39,6 +51,7 @@ class GoldCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # a lost entry is recomputed; no fsync per entry
             conn.execute("CREATE TABLE IF NOT EXISTS gold (key TEXT PRIMARY KEY, payload BLOB NOT NULL)")
             self._conn = conn
         return self._conn

@@ -60,5 +60,6 @@ def canonical_sql(tree: exp.Expression, schema: Schema, dialect: str) -> str | N
 
 
 def normalized_exact_match(gold: exp.Expression, pred: exp.Expression, schema: Schema, dialect: str) -> bool:
+    """True when both queries have the same canonical form (and it exists)."""
     g = canonical_sql(gold, schema, dialect)
     return g is not None and g == canonical_sql(pred, schema, dialect)

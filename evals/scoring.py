@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evals.compare import MatchRules, get_rules
 from evals.execution import execution_match
@@ -46,6 +47,7 @@ class _Scorer:
         self.rules: MatchRules = get_rules(config.rules)
         self.cache = GoldCache(config.cache_path)
         self.targets: dict[tuple[str, ...], list[Target]] = {}
+        self._gold_canonical: dict[tuple[str, str, str], str | None] = {}
 
     def _targets(self, engine: str, locations: tuple[str, ...]) -> list[Target]:
         if locations not in self.targets:
@@ -61,17 +63,25 @@ class _Scorer:
         out = execution_match(ex.gold_sql, pred, targets, rules=self.rules, gold_dialect=ex.dialect,
                               timeout_s=self.config.timeout_s, max_rows=self.config.max_rows,
                               gold_cache=self.cache)
-        exact = False
-        if self.config.exact_match and out.gold_tree is not None and out.pred_tree is not None:
-            from evals.normalize import normalized_exact_match, target_schema
-
-            exact = normalized_exact_match(out.gold_tree, out.pred_tree, target_schema(targets[0]),
-                                           targets[0].dialect)
+        # Queries with one canonical form return the same rows, so only execution matches can be exact.
+        exact = bool(self.config.exact_match and out.match and out.pred_tree is not None
+                     and self._exact(ex, out.pred_tree, targets[0]))
         return ItemVerdict(id=ex.id, db_id=ex.db_id, difficulty=ex.difficulty, category=ex.category,
                            match=out.match, error_class=out.error_class, exact_match=exact,
                            valid_sql=out.valid_sql, detail=out.detail,
                            gold_rows=len(out.gold.rows) if out.gold else None,
                            pred_rows=len(out.pred.rows) if out.pred else None)
+
+    def _exact(self, ex: GoldExample, pred_tree: Any, target: Target) -> bool:
+        from evals.normalize import canonical_sql, target_schema
+        from t2s.guard import guard_select
+
+        schema = target_schema(target)
+        key = (target.fingerprint(), ex.dialect, ex.gold_sql)
+        if key not in self._gold_canonical:
+            self._gold_canonical[key] = canonical_sql(guard_select(ex.gold_sql, ex.dialect), schema, target.dialect)
+        gold = self._gold_canonical[key]
+        return gold is not None and gold == canonical_sql(pred_tree, schema, target.dialect)
 
     def run(self, job: _Job) -> list[ItemVerdict]:
         return [self.score(job.engine, job.databases[ex.db_id], ex, pred) for ex, pred in job.items]

@@ -8,6 +8,7 @@ every engine also opens its connection read-only (see :mod:`t2s.execution`).
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -82,6 +83,11 @@ def guard_select(sql: str, dialect: str = "sqlite") -> exp.Query:
 def to_dialect(tree: exp.Expression, source_sql: str, source: str, target: str) -> str:
     """SQL text for ``target``: the original text when the dialects agree (it runs exactly as written),
     else sqlglot's transpilation of the parsed tree."""
-    if sqlglot.Dialect.get_or_raise(source) == sqlglot.Dialect.get_or_raise(target):
+    if same_dialect(source, target):
         return source_sql
     return tree.sql(dialect=target)
+
+
+@lru_cache(maxsize=64)
+def same_dialect(a: str, b: str) -> bool:
+    return sqlglot.Dialect.get_or_raise(a) == sqlglot.Dialect.get_or_raise(b)
