@@ -79,3 +79,19 @@ class SqlUnknownColumn(SqlError):
 
 class SqlExecutionError(SqlError):
     error_class = "execution_error"
+
+
+class PromptError(Text2SQLError):
+    """A prompt file, version, variable or registry entry is wrong."""
+
+
+class LLMError(Text2SQLError):
+    """The model provider failed: unreachable, rejected credentials, or kept failing after retries."""
+
+
+class LLMUnavailable(LLMError):
+    """The endpoint cannot be reached (connection refused, DNS, timeouts after all retries)."""
+
+
+class LLMAuthError(LLMError):
+    """The provider rejected the credentials (HTTP 401/403)."""

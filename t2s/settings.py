@@ -9,7 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +23,22 @@ class Settings(BaseSettings):
     max_rows: int = Field(100_000, gt=0, description="Rows fetched per query before the result is cut.")
     workers: int = Field(0, ge=0, description="Scoring processes; 0 chooses from the item count and cores.")
     postgres_dsn: str | None = Field(None, description="DSN of the PostgreSQL execution target, if any.")
+
+    # --- the LLM (see t2s/llm.py) ---
+    llm_provider: Literal["local", "openai", "azure", "compatible"] = Field(
+        "local", description="local: the bundled llama.cpp server; compatible: any OpenAI-compatible base_url.")
+    llm_model: str = Field("qwen2.5-coder-0.5b-instruct", description="Model name, or Azure deployment name.")
+    llm_base_url: str | None = Field(None, description="Base URL for provider 'compatible' (…/v1).")
+    llm_api_key: SecretStr | None = Field(None, description="API key; falls back to OPENAI_API_KEY / AZURE_OPENAI_API_KEY.")
+    llm_api_key_file: Path | None = Field(None, description="File holding the API key (e.g. a mounted secret).")
+    azure_endpoint: str | None = Field(None, description="https://<resource>.openai.azure.com for provider 'azure'.")
+    azure_api_version: str = "2024-10-21"
+    llm_timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
+    llm_max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts/connection errors.")
+    llm_concurrency: int = Field(4, ge=1, description="Requests in flight at once from one process.")
+    models_dir: Path = Field(Path.home() / ".cache" / "text2sql-ops" / "models",
+                             description="Where `t2s llm install` puts the local model (shared across clones).")
+    local_llm_port: int = Field(0, ge=0, description="Port for the local server; 0 picks a free one.")
 
 
 @lru_cache(maxsize=1)
