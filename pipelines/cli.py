@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from pipelines import datasets_cli, metrics_cli, score_cli, validate_cli
+from pipelines import datasets_cli, generate_cli, llm_cli, metrics_cli, prompts_cli, score_cli, validate_cli
 
 app = typer.Typer(
     name="t2s",
@@ -21,6 +21,9 @@ datasets_cli.app.command("validate")(validate_cli.validate)
 app.add_typer(datasets_cli.app, name="datasets")
 app.command("score")(score_cli.score)
 app.add_typer(metrics_cli.app, name="metrics")
+app.add_typer(llm_cli.app, name="llm")
+app.add_typer(prompts_cli.app, name="prompts")
+app.command("generate")(generate_cli.generate)
 
 
 def main() -> None:

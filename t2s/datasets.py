@@ -219,3 +219,28 @@ def write_dataset(root: Path, manifest: DatasetManifest, examples: list[GoldExam
     write_text_atomic(root / MANIFEST,
                       yaml.safe_dump(manifest.model_dump(mode="json", exclude_defaults=False), sort_keys=False))
     write_text_atomic(root / QUESTIONS, "".join(ex.model_dump_json(exclude_none=True) + "\n" for ex in examples))
+
+
+def load_split(root: str | Path, split: str) -> list[GoldExample]:
+    """Examples of ``<root>/<split>.jsonl`` (e.g. the training split few-shot examples come from)."""
+    path = Path(root) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DatasetError(f"no {split!r} split here (expected {path.name})", file=path)
+    return [ex for _, ex in iter_examples(path)]
+
+
+def open_db(dataset: Dataset, db_id: str | None = None, postgres_dsn: str | None = None):  # type: ignore[no-untyped-def]
+    """The execution target for ``db_id`` (default: the dataset's only database)."""
+    from t2s.execution import open_target
+
+    if db_id is None:
+        if len(dataset.manifest.databases) != 1:
+            raise DatasetError(f"dataset {dataset.name!r} has several databases: pass a db_id "
+                               f"({', '.join(sorted(dataset.manifest.databases))})", file=dataset.root / MANIFEST)
+        db_id = next(iter(dataset.manifest.databases))
+    if dataset.manifest.engine == "postgres":
+        ref = dataset.manifest.databases.get(db_id)
+        if ref is None:
+            dataset.database_paths(db_id)  # raises the standard "not declared" error
+        return open_target("postgres", postgres_dsn or "", schema=ref.path)  # type: ignore[union-attr]
+    return open_target(dataset.manifest.engine, dataset.database_paths(db_id)[0])

@@ -95,3 +95,9 @@ class LLMUnavailable(LLMError):
 
 class LLMAuthError(LLMError):
     """The provider rejected the credentials (HTTP 401/403)."""
+
+
+class SqlExtractionError(SqlError):
+    """The model's answer contains no SQL query."""
+
+    error_class = "no_sql"

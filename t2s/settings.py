@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +22,11 @@ class Settings(BaseSettings):
     max_rows: int = Field(100_000, gt=0, description="Rows fetched per query before the result is cut.")
     workers: int = Field(0, ge=0, description="Scoring processes; 0 chooses from the item count and cores.")
     postgres_dsn: str | None = Field(None, description="DSN of the PostgreSQL execution target, if any.")
+
+    mlflow_tracking_uri: str = Field(
+        "sqlite:///mlflow.db", validation_alias=AliasChoices("T2S_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking + registry store: a local sqlite file by default, or a server URL.")
+    prompts_dir: Path = Field(Path("prompts"), description="Where the versioned prompt files live.")
 
     # --- the LLM (see t2s/llm.py) ---
     llm_provider: Literal["local", "openai", "azure", "compatible"] = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,26 @@ def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    "placed TEXT", orders),
         "nums": ("id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, tag TEXT", nums),
     })
+
+
+@pytest.fixture(scope="session")
+def local_llm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama.cpp server with the bundled model, shared by the session's tests.
+
+    Skipped when the model or llama-cpp-python is not installed, unless ``T2S_REQUIRE_LLM`` is set (CI),
+    where that is a failure.
+    """
+    import os
+
+    from t2s.local_llm import LocalServer, llama_cpp_installed, model_status
+    from t2s.settings import Settings
+
+    settings = Settings(cache_dir=tmp_path_factory.mktemp("llm-cache"))
+    status = model_status(settings, verify=False)
+    if not (llama_cpp_installed() and status.ok):
+        reason = "local model or llama-cpp-python not installed (run `make setup` and `t2s llm install`)"
+        if os.environ.get("T2S_REQUIRE_LLM"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with LocalServer(settings) as server:
+        yield server.base_url

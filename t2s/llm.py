@@ -1,0 +1,450 @@
+"""The one LLM client every caller uses (evaluation and serving).
+
+:class:`LLMClient` talks to OpenAI, Azure OpenAI, any OpenAI-compatible server, or the bundled local
+llama.cpp server (see :mod:`t2s.local_llm`) through the ``openai`` package, with:
+
+- our own retry loop (the ``openai`` client is built with ``max_retries=0``): exponential backoff with
+  jitter on 408/409/429/5xx, timeouts and connection errors, honouring ``Retry-After``;
+- a bound on requests in flight (``settings.llm_concurrency``);
+- a persistent SQLite completion cache keyed by (model, messages, params), so reruns cost nothing;
+- errors mapped onto :mod:`t2s.errors` (``LLMAuthError``, ``LLMUnavailable``, ``LLMError``, ``ConfigError``).
+
+This module must stay light: it imports neither mlflow, llama_index nor great_expectations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import json
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from t2s.errors import ConfigError, LLMAuthError, LLMError, LLMUnavailable
+
+if TYPE_CHECKING:
+    import openai
+
+    from t2s.settings import Settings
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 20.0
+#: The longest ``Retry-After`` we obey; a server asking for more gets this much.
+RETRY_AFTER_CAP_S = 120.0
+#: HTTP statuses worth retrying (besides every 5xx).
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+#: Key sent to servers that need none (the local llama.cpp server, most compatible servers).
+DUMMY_API_KEY = "sk-no-key-required"
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    """Sampling parameters of one chat completion. Hashable; part of the cache key."""
+
+    temperature: float = 0.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    def request_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for ``chat.completions.create`` (empty stop and ``seed=None`` left out)."""
+        kw: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.stop:
+            kw["stop"] = list(self.stop)
+        if self.seed is not None:
+            kw["seed"] = self.seed
+        return kw
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether a repeat of the same request should give the same answer (and may be cached)."""
+        return self.temperature == 0 or self.seed is not None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    #: Wall-clock seconds of the request(s), retries and back-off included, a lazy local server's start-up
+    #: excluded; on a cache hit, of the lookup.
+    latency_s: float
+    cached: bool
+    #: HTTP requests made (0 on a cache hit).
+    attempts: int
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+class CompletionCache:
+    """A persistent completion cache in one SQLite file (WAL). ``path=None`` disables it.
+
+    Thread-safe: each thread gets its own connection. Several processes may share the file.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        if self.path is not None:
+            self._conn()  # create the file and table now, so a bad path fails at construction
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    @staticmethod
+    def key(model: str, messages: Sequence[Message], params: ChatParams) -> str:
+        payload = {"model": model, "messages": list(messages), "params": params.as_dict()}
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self.path is not None
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
+                    "text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, "
+                    "created REAL NOT NULL)")
+                conn.commit()
+            except sqlite3.Error as exc:
+                raise ConfigError(f"cannot open the completion cache: {exc} (check T2S_CACHE_DIR)",
+                                  file=self.path) from exc
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def get(self, key: str) -> tuple[str, str, int, int] | None:
+        """(text, model, prompt_tokens, completion_tokens) for ``key``, or None."""
+        if self.path is None:
+            return None
+        row = self._conn().execute(
+            "SELECT text, model, prompt_tokens, completion_tokens FROM completions WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], int(row[2]), int(row[3]))
+
+    def put(self, key: str, completion: Completion) -> None:
+        if self.path is None:
+            return
+        conn = self._conn()
+        with conn:
+            conn.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+                         (key, completion.model, completion.text, completion.prompt_tokens,
+                          completion.completion_tokens, time.time()))
+
+    def __len__(self) -> int:
+        if self.path is None:
+            return 0
+        return int(self._conn().execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+
+    def close(self) -> None:
+        """Close every connection this cache opened (in any thread)."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # opened in another, running thread
+                conn.close()
+        self._local = threading.local()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _env_api_key(provider: str) -> tuple[str | None, str]:
+    """The provider's standard environment variable: the only place this module reads the environment."""
+    name = "AZURE_OPENAI_API_KEY" if provider == "azure" else "OPENAI_API_KEY"
+    value = os.environ.get(name, "").strip()
+    return (value or None), name
+
+
+def resolve_api_key(settings: Settings) -> tuple[str, str]:
+    """(key, where it came from). The source names a setting or variable, never the key itself."""
+    provider = settings.llm_provider
+    if settings.llm_api_key is not None and settings.llm_api_key.get_secret_value().strip():
+        return settings.llm_api_key.get_secret_value().strip(), "T2S_LLM_API_KEY"
+    if settings.llm_api_key_file is not None:
+        path = Path(settings.llm_api_key_file)
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API key file: {exc.strerror} (check T2S_LLM_API_KEY_FILE)",
+                              file=path) from None
+        if not key:
+            raise ConfigError("the API key file is empty (check T2S_LLM_API_KEY_FILE)", file=path)
+        return key, "T2S_LLM_API_KEY_FILE"
+    key, var = _env_api_key(provider)
+    if key:
+        return key, var
+    if provider in ("local", "compatible"):
+        return DUMMY_API_KEY, "none needed"
+    raise ConfigError(
+        f"no API key for provider {provider!r}: set T2S_LLM_API_KEY (or T2S_LLM_API_KEY_FILE, or {var})",
+        field="llm_api_key")
+
+
+def _is_loopback(url: str | None) -> bool:
+    host = (urlsplit(url).hostname or "") if url else ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
+    """Seconds asked for by ``retry-after-ms`` / ``Retry-After`` (delta-seconds or HTTP date), else None."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(retry: int, rng: Callable[[], float] = random.random) -> float:
+    """Delay before retry number ``retry`` (1-based): exponential, capped, with jitter in [50%, 100%]."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** (retry - 1)))
+    return ceiling * (0.5 + 0.5 * rng())
+
+
+_KEYLIKE = re.compile(r"\b(sk|key|api[-_]?key)[-_][A-Za-z0-9_*\-]{6,}", re.IGNORECASE)
+
+
+def _provider_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return str(getattr(exc, "message", "") or exc)
+
+
+# ------------------------------------------------------------------------------------------- client
+
+
+class LLMClient:
+    """Chat completions with retries, a concurrency bound and a completion cache.
+
+    Build it with :meth:`from_settings`; for the local provider use :func:`t2s.local_llm.client_for`,
+    which starts the server and passes its ``base_url``.
+    """
+
+    def __init__(self, *, provider: str, model: str, base_url: str | Callable[[], str] | None, api_key: str,
+                 key_source: str = "argument", azure_endpoint: str | None = None,
+                 azure_api_version: str | None = None, timeout_s: float = 60.0, max_retries: int = 4,
+                 concurrency: int = 4, cache: CompletionCache | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        """``base_url`` may be a callable: it is called once, at the first request that misses the cache
+        (this is how :func:`t2s.local_llm.client_for` starts the local server only when needed)."""
+        if provider == "azure" and not azure_endpoint:
+            raise ConfigError("provider 'azure' needs an endpoint: set T2S_AZURE_ENDPOINT "
+                              "(https://<resource>.openai.azure.com)", field="azure_endpoint")
+        self.provider = provider
+        self.model = model
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.cache = cache if cache is not None else CompletionCache(None)
+        self.key_source = key_source
+        self._sleep = sleep
+        self._api_key = api_key
+        self._azure = (azure_endpoint, azure_api_version)
+        self._base_url = base_url
+        self._semaphore = threading.BoundedSemaphore(concurrency)
+        self._client_lock = threading.Lock()
+        self._client: openai.OpenAI | None = None
+        #: The :class:`t2s.local_llm.LocalServer` behind this client, when client_for started one.
+        self.local_server: Any = None
+        if not callable(base_url):
+            self._openai()  # build it now: configuration errors surface at construction
+
+    @property
+    def base_url(self) -> str:
+        if self.provider == "azure":
+            return str(self._azure[0])
+        if self._client is not None:
+            return str(self._client.base_url).rstrip("/")
+        return "(not started yet)"
+
+    def _openai(self) -> openai.OpenAI:
+        if self._client is not None:
+            return self._client
+        import openai
+
+        with self._client_lock:
+            if self._client is None:
+                base_url = self._base_url() if callable(self._base_url) else self._base_url
+                url = self._azure[0] if self.provider == "azure" else base_url
+                # A loopback server is never reached through an HTTP(S)_PROXY from the environment.
+                http_client = openai.DefaultHttpxClient(trust_env=False) if _is_loopback(url) else None
+                if self.provider == "azure":
+                    self._client = openai.AzureOpenAI(
+                        azure_endpoint=self._azure[0], api_version=self._azure[1], api_key=self._api_key,
+                        timeout=self.timeout_s, max_retries=0, http_client=http_client)
+                else:
+                    self._client = openai.OpenAI(base_url=base_url, api_key=self._api_key,
+                                                 timeout=self.timeout_s, max_retries=0, http_client=http_client)
+            return self._client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, base_url_override: str | Callable[[], str] | None = None, *,
+                      cache: CompletionCache | bool | None = True,
+                      sleep: Callable[[float], None] = time.sleep) -> LLMClient:
+        """A client for ``settings.llm_provider``.
+
+        ``cache=True`` uses ``settings.cache_dir / "completions.sqlite"``; ``None``/``False`` disables it;
+        a :class:`CompletionCache` is used as given.
+        """
+        provider = settings.llm_provider
+        base_url = base_url_override or settings.llm_base_url
+        if provider == "local" and not base_url:
+            if settings.local_llm_port:
+                base_url = f"http://127.0.0.1:{settings.local_llm_port}/v1"
+            else:
+                raise ConfigError("provider 'local' needs a running server: use t2s.local_llm.client_for() "
+                                  "(it starts one), or set T2S_LLM_BASE_URL / T2S_LOCAL_LLM_PORT to one "
+                                  "started with `t2s llm serve`", field="llm_base_url")
+        if provider == "compatible" and not base_url:
+            raise ConfigError("provider 'compatible' needs T2S_LLM_BASE_URL (…/v1)", field="llm_base_url")
+        api_key, source = resolve_api_key(settings)
+        if cache is True:
+            cache_obj: CompletionCache | None = CompletionCache(Path(settings.cache_dir) / "completions.sqlite")
+        elif cache is False or cache is None:
+            cache_obj = None
+        else:
+            cache_obj = cache
+        return cls(provider=provider, model=settings.llm_model, base_url=base_url, api_key=api_key,
+                   key_source=source, azure_endpoint=settings.azure_endpoint,
+                   azure_api_version=settings.azure_api_version, timeout_s=settings.llm_timeout_s,
+                   max_retries=settings.llm_max_retries, concurrency=settings.llm_concurrency,
+                   cache=cache_obj, sleep=sleep)
+
+    # -- plumbing
+
+    @property
+    def where(self) -> str:
+        """Provider and endpoint, for messages."""
+        return f"{self.provider} ({self.base_url})"
+
+    def _redact(self, text: str) -> str:
+        if self._api_key and self._api_key != DUMMY_API_KEY:
+            text = text.replace(self._api_key, "***")
+        return _KEYLIKE.sub("***", text)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.cache.close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the call
+
+    def complete(self, messages: list[Message], params: ChatParams | None = None) -> Completion:
+        """One chat completion: from the cache if present, else from the provider (with retries)."""
+        import openai
+
+        params = params or ChatParams()
+        start = time.perf_counter()
+        use_cache = self.cache.enabled and params.deterministic
+        key = CompletionCache.key(self.model, messages, params) if use_cache else ""
+        if use_cache:
+            hit = self.cache.get(key)
+            if hit is not None:
+                text, model, pt, ct = hit
+                return Completion(text=text, model=model, prompt_tokens=pt, completion_tokens=ct,
+                                  latency_s=time.perf_counter() - start, cached=True, attempts=0)
+
+        client = self._openai()  # may start the local server: not part of the call's latency
+        start = time.perf_counter()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with self._semaphore:
+                    response = client.chat.completions.create(
+                        model=self.model, messages=messages, **params.request_kwargs())  # type: ignore[arg-type]
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                message = self._redact(_provider_message(exc))
+                if status in (401, 403):
+                    raise LLMAuthError(
+                        f"{self.where} rejected the credentials (HTTP {status}: {message}); the key came from "
+                        f"{self.key_source}: set a valid key in T2S_LLM_API_KEY (or T2S_LLM_API_KEY_FILE)"
+                        + (" and check the deployment's access" if status == 403 else "")) from None
+                if status not in RETRYABLE_STATUS and status < 500:
+                    raise LLMError(f"{self.where} refused the request: HTTP {status}: {message}") from None
+                if attempts > self.max_retries:
+                    raise LLMError(f"{self.where} kept failing: HTTP {status} after {attempts} attempt(s): "
+                                   f"{message}") from None
+                delay = retry_after_seconds(exc.response.headers)
+                delay = backoff_delay(attempts) if delay is None else min(delay, RETRY_AFTER_CAP_S)
+            except openai.APIConnectionError as exc:  # includes APITimeoutError
+                if attempts > self.max_retries:
+                    what = (f"timed out after {self.timeout_s:g} s" if isinstance(exc, openai.APITimeoutError)
+                            else "cannot be reached")
+                    cause = exc.__cause__ or exc
+                    raise LLMUnavailable(
+                        f"the LLM endpoint {self.base_url} ({self.provider}) {what} after {attempts} "
+                        f"attempt(s): {type(cause).__name__}: {self._redact(str(cause)) or 'no detail'}"
+                    ) from None
+                delay = backoff_delay(attempts)
+            else:
+                break
+            self._sleep(delay)
+
+        text = ""
+        if response.choices:
+            text = response.choices[0].message.content or ""
+        usage = response.usage
+        completion = Completion(
+            text=text, model=response.model or self.model,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0,
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0,
+            latency_s=time.perf_counter() - start, cached=False, attempts=attempts)
+        if use_cache:
+            self.cache.put(key, completion)
+        return completion
