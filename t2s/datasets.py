@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from t2s.errors import DatasetError
+from t2s.fileio import first_validation_error, read_yaml_mapping
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard", "extra")
 CATEGORIES: tuple[str, ...] = (
@@ -144,28 +145,15 @@ def file_md5(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "(row)"
-    return field, err["msg"]
-
-
 def load_manifest(root: Path) -> DatasetManifest:
     path = root / MANIFEST
     if not path.is_file():
         raise DatasetError(f"no {MANIFEST} here; is {root} a dataset directory?", file=path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DatasetError(f"invalid YAML: {exc}", file=path,
-                           line=mark.line + 1 if mark is not None else None) from exc
-    if not isinstance(raw, dict):
-        raise DatasetError("expected a mapping with name, engine and databases", file=path)
+    raw = read_yaml_mapping(path, DatasetError, "name, engine and databases")
     try:
         return DatasetManifest.model_validate(raw)
     except ValidationError as exc:
-        field, msg = _first_error(exc)
+        field, msg = first_validation_error(exc)
         raise DatasetError(msg, file=path, field=field) from exc
 
 
@@ -185,7 +173,7 @@ def iter_examples(path: Path) -> Iterator[tuple[int, GoldExample]]:
             try:
                 yield lineno, GoldExample.model_validate(raw)
             except ValidationError as exc:
-                field, msg = _first_error(exc)
+                field, msg = first_validation_error(exc)
                 raise DatasetError(msg, file=path, line=lineno, item_id=raw.get("id"), field=field) from exc
 
 

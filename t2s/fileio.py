@@ -28,3 +28,25 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_yaml_mapping(path: Path, error: type, expected: str, text: str | None = None) -> dict[str, Any]:
+    """Parse ``path`` (or ``text`` read from it) as a YAML mapping; raise ``error`` naming file and line."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text if text is not None else path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise error(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=path,
+                    line=mark.line + 1 if mark is not None else None) from exc
+    if not isinstance(raw, dict):
+        raise error(f"expected a mapping with {expected}", file=path)
+    return raw
+
+
+def first_validation_error(exc: Any) -> tuple[str, str]:
+    """(dotted field path, message) of a pydantic ValidationError's first error."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(file)"
+    return field, str(err["msg"]).removeprefix("Value error, ")

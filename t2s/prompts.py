@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from t2s.errors import PromptError
+from t2s.fileio import first_validation_error, read_yaml_mapping
 
 KNOWN_VARIABLES: dict[str, str] = {
     "question": "the user's question",
@@ -140,30 +140,17 @@ class PromptFile(BaseModel):
     text: str
 
 
-def _spec_error(path: Path, exc: ValidationError) -> PromptError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "(file)"
-    msg = err["msg"].removeprefix("Value error, ")
-    return PromptError(msg, file=path, field=field)
-
-
 def load_prompt_file(path: Path) -> PromptFile:
     m = FILE_NAME.match(path.name)
     if not m:
         raise PromptError("prompt files are named v<N>.yaml", file=path)
     text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PromptError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=path,
-                          line=mark.line + 1 if mark is not None else None) from exc
-    if not isinstance(raw, dict):
-        raise PromptError("expected a mapping (name, version, description, variables, messages, …)", file=path)
+    raw = read_yaml_mapping(path, PromptError, "name, version, description, variables and messages", text)
     try:
         spec = PromptSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _spec_error(path, exc) from exc
+        field, msg = first_validation_error(exc)
+        raise PromptError(msg, file=path, field=field) from exc
     if spec.name != path.parent.name:
         raise PromptError(f"name {spec.name!r} does not match its folder {path.parent.name!r}", file=path, field="name")
     if spec.version != int(m.group(1)):
