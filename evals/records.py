@@ -1,0 +1,68 @@
+"""Records of an evaluation: one :class:`EvalItem` per question per variant, and the :class:`VariantRun`
+that holds them. These are the rows of ``per_item.jsonl`` (an MLflow artifact and a DVC output) and the
+input of comparison, the promotion gate and the reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EvalItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    question: str
+    db_id: str
+    difficulty: str
+    category: str
+    gold_sql: str
+    pred_sql: str | None
+    match: bool
+    error_class: str | None  # scorer error class, or the generation failure (no_sql, llm_error, …)
+    exact_match: bool
+    valid_sql: bool
+    detail: str = ""
+    gold_preview: str = ""  # a few result rows, as text, for reviewers
+    pred_preview: str = ""
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+
+class VariantRun(BaseModel):
+    """One (prompt version, model) evaluated on one dataset version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str  # "<prompt name>@<version>/<model>"
+    prompt: str  # name@version
+    prompt_name: str
+    prompt_version: int
+    model: str
+    provider: str
+    dataset: str
+    dataset_version: str
+    rules: str
+    run_id: str | None = None
+    sweep_id: str | None = None
+    prompt_text: str = ""  # the prompt file, for prompt diffs in reports
+    metrics: dict[str, float]
+    items: list[EvalItem]
+
+    def write(self, folder: Path) -> None:
+        """``variant.json`` (everything but items) and ``per_item.jsonl``, written atomically."""
+        from t2s.fileio import write_jsonl_atomic, write_text_atomic
+
+        write_jsonl_atomic(folder / "per_item.jsonl", (i.model_dump() for i in self.items))
+        write_text_atomic(folder / "variant.json", self.model_dump_json(exclude={"items"}, indent=2))
+
+    @classmethod
+    def read(cls, folder: Path) -> VariantRun:
+        meta = json.loads((folder / "variant.json").read_text(encoding="utf-8"))
+        items = [json.loads(line) for line in (folder / "per_item.jsonl").read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        return cls.model_validate({**meta, "items": items})
