@@ -27,6 +27,8 @@ class ItemVerdict(BaseModel):
     detail: str = ""
     gold_rows: int | None = None
     pred_rows: int | None = None
+    gold_preview: str | None = None
+    pred_preview: str | None = None
 
 
 class Bucket(BaseModel):

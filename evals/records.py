@@ -46,6 +46,7 @@ class VariantRun(BaseModel):
     provider: str
     dataset: str
     dataset_version: str
+    dataset_path: str = ""  # the dataset directory the variant was evaluated on (bundled when promoted)
     rules: str
     run_id: str | None = None
     sweep_id: str | None = None

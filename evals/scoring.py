@@ -15,7 +15,7 @@ from evals.execution import execution_match
 from evals.gold_cache import GoldCache
 from evals.metrics import ItemVerdict
 from t2s.datasets import Dataset, GoldExample
-from t2s.execution import Target, open_target
+from t2s.execution import QueryResult, Target, open_target
 
 SERIAL_BELOW = 300  # below this many items, process start-up costs more than it saves
 CHUNK = 64
@@ -29,6 +29,7 @@ class ScoreConfig:
     exact_match: bool = True
     cache_path: Path | None = None
     postgres_dsn: str | None = None
+    previews: int = 0  # rows of each result kept as text in the verdict (for reports); 0 keeps none
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ class _Scorer:
                            match=out.match, error_class=out.error_class, exact_match=exact,
                            valid_sql=out.valid_sql, detail=out.detail,
                            gold_rows=len(out.gold.rows) if out.gold else None,
-                           pred_rows=len(out.pred.rows) if out.pred else None)
+                           pred_rows=len(out.pred.rows) if out.pred else None,
+                           gold_preview=preview(out.gold, self.config.previews) if out.gold and self.config.previews else None,
+                           pred_preview=preview(out.pred, self.config.previews) if out.pred and self.config.previews else None)
 
     def _exact(self, ex: GoldExample, pred_tree: Any, target: Target) -> bool:
         from evals.normalize import canonical_sql, target_schema
@@ -121,6 +124,19 @@ def _jobs(dataset: Dataset, predictions: dict[str, str | None]) -> list[_Job]:
         for i in range(0, len(items), CHUNK):
             jobs.append(_Job(dataset.root, engine, {db_id: locations}, items[i:i + CHUNK]))
     return jobs
+
+
+def preview(result: QueryResult, rows: int, width: int = 40) -> str:
+    """The header and first ``rows`` rows of a result as text, cells cut to ``width`` characters."""
+    def cell(v: Any) -> str:
+        text = "NULL" if v is None else str(v)
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    lines = [" | ".join(result.columns)]
+    lines += [" | ".join(cell(v) for v in row) for row in result.rows[:rows]]
+    if len(result.rows) > rows:
+        lines.append(f"… {len(result.rows) - rows} more rows")
+    return "\n".join(lines)
 
 
 def choose_workers(n_items: int, requested: int = 0) -> int:

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from pipelines import datasets_cli, generate_cli, llm_cli, metrics_cli, prompts_cli, score_cli, validate_cli
+from pipelines import (
+    compare_cli,
+    datasets_cli,
+    eval_cli,
+    generate_cli,
+    llm_cli,
+    metrics_cli,
+    prompts_cli,
+    score_cli,
+    validate_cli,
+)
 
 app = typer.Typer(
     name="t2s",
@@ -24,6 +34,10 @@ app.add_typer(metrics_cli.app, name="metrics")
 app.add_typer(llm_cli.app, name="llm")
 app.add_typer(prompts_cli.app, name="prompts")
 app.command("generate")(generate_cli.generate)
+app.command("eval")(eval_cli.eval_cmd)
+app.command("compare")(compare_cli.compare)
+app.command("promote")(compare_cli.promote)
+app.command("rollback")(compare_cli.rollback)
 
 
 def main() -> None:

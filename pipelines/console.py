@@ -10,7 +10,8 @@ from rich.console import Console
 
 from t2s.errors import Text2SQLError
 
-console = Console()
+# Logs and CI capture output without a terminal; rich would then wrap tables at 80 columns.
+console = Console(width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True)
 
 

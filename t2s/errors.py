@@ -101,3 +101,7 @@ class SqlExtractionError(SqlError):
     """The model's answer contains no SQL query."""
 
     error_class = "no_sql"
+
+
+class GateRefused(Text2SQLError):
+    """The promotion gate did not pass (and the promotion was not forced)."""

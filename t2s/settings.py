@@ -27,6 +27,8 @@ class Settings(BaseSettings):
         "sqlite:///mlflow.db", validation_alias=AliasChoices("T2S_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking + registry store: a local sqlite file by default, or a server URL.")
     prompts_dir: Path = Field(Path("prompts"), description="Where the versioned prompt files live.")
+    audit_log: Path = Field(Path("audit/promotions.jsonl"), description="Append-only log of every alias move.")
+    actor: str | None = Field(None, description="Who promotes (default: the OS user); recorded in the audit log.")
 
     # --- the LLM (see t2s/llm.py) ---
     llm_provider: Literal["local", "openai", "azure", "compatible"] = Field(

@@ -11,6 +11,7 @@ from t2s.settings import Settings
 def configure_mlflow(settings: Settings) -> str:
     """Set MLflow's tracking and registry URI from the settings and return it."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import mlflow

@@ -12,7 +12,8 @@ from t2s.generator import SqlGenerator
 from t2s.prompts import PromptLibrary, PromptSpec
 from t2s.sql_extract import extract_sql
 from tests.conftest import ROOT
-from tests.test_llm_client import FakeOpenAI, Reply, client_for_test
+from tests.fakes import FakeOpenAI, Reply
+from tests.test_llm_client import client_for_test
 
 EXTRACT = {
     "fenced": ("```sql\nSELECT name FROM t;\n```\nThis returns names.", "SELECT name FROM t"),

@@ -6,13 +6,10 @@ Only the real ``openai`` client code runs here: nothing of it is mocked. Each te
 from __future__ import annotations
 
 import email.utils
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,80 +27,10 @@ from t2s.llm import (
 )
 from t2s.local_llm import free_port
 from t2s.settings import Settings
+from tests.fakes import FakeOpenAI, Reply
 
 SECRET = "sk-test-SECRET0123456789"
 ASK = [{"role": "user", "content": "How many rows are in t?"}]
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    content: str = "SELECT COUNT(*) FROM t"
-    headers: dict[str, str] = field(default_factory=dict)
-    error: str = "scripted failure"
-    delay: float = 0.0
-    usage: bool = True
-
-
-class FakeOpenAI:
-    """A scripted OpenAI-compatible server on 127.0.0.1. The last reply of the script repeats."""
-
-    def __init__(self) -> None:
-        self.script: list[Reply] = [Reply()]
-        self.requests: list[dict[str, Any]] = []
-        self.inflight = 0
-        self.max_inflight = 0
-        self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with fake._lock:
-                    reply = fake.script[min(len(fake.requests), len(fake.script) - 1)]
-                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
-                    fake.inflight += 1
-                    fake.max_inflight = max(fake.max_inflight, fake.inflight)
-                time.sleep(reply.delay)
-                with fake._lock:  # leave before answering, so the client cannot overlap us by accident
-                    fake.inflight -= 1
-                if reply.status == 200:
-                    payload: dict[str, Any] = {
-                        "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                        "model": body.get("model", "?"),
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": reply.content}}]}
-                    if reply.usage:
-                        payload["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-                else:
-                    payload = {"error": {"message": reply.error, "type": "test", "code": None}}
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for k, v in reply.headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

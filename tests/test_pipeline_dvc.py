@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -37,17 +38,34 @@ def test_dvc_repro_builds_validates_and_scores(tmp_path: Path) -> None:
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "snapshot"], repo, env)
-    out = _run([f"{bindir}/dvc", "repro"], repo, env)
-    assert "Running stage 'build_bank'" in out and "Running stage 'score_bank_examples'" in out
+    scoring = ["build_bank", "validate_bank", "selfcheck_bank", "score_bank_examples"]
+    out = _run([f"{bindir}/dvc", "repro", "score_bank_examples", "selfcheck_bank"], repo, env)
+    assert all(f"Running stage '{s}'" in out for s in scoring)
     selfcheck = json.loads((repo / "reports/bank/selfcheck_metrics.json").read_text())
     assert selfcheck["execution_accuracy"] == 1.0
     examples = json.loads((repo / "reports/bank/example_metrics.json").read_text())
     assert 0.5 < examples["execution_accuracy"] < 0.8
+
+    # The whole pipeline on a small matrix with the real local model: 2 prompt versions × 4 questions.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["eval"]["prompts"] = {"v1": "sql-analyst@1", "v2": "sql-analyst@2"}
+    params["eval"]["limit"] = 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    full = _run([f"{bindir}/dvc", "repro"], repo, env)
+    for stage in ("evaluate@v1", "evaluate@v2", "compare", "promote"):
+        assert f"Running stage '{stage}'" in full, full[-3000:]
+    assert not any(f"Running stage '{s}'" in full for s in scoring)
+    assert (repo / "reports/compare/bank/report.html").is_file()
+    decision = json.loads((repo / "reports/promotion/bank.json").read_text())
+    assert decision["promoted"] is True and decision["record"]["action"] == "first_promotion"
+    audit = (repo / "audit/promotions.jsonl").read_text().splitlines()
+    assert len(audit) == 1
+
     # Nothing changed: a second repro runs no stage.
     again = _run([f"{bindir}/dvc", "repro"], repo, env)
     assert "Running stage" not in again
-    # A changed parameter re-runs the scoring stages only.
-    params = (repo / "params.yaml").read_text().replace("rules: t2s", "rules: spider")
-    (repo / "params.yaml").write_text(params)
-    third = _run([f"{bindir}/dvc", "repro"], repo, env)
+    # A changed scoring parameter re-runs the scoring stages only.
+    text = (repo / "params.yaml").read_text().replace("rules: t2s", "rules: spider", 1)
+    (repo / "params.yaml").write_text(text)
+    third = _run([f"{bindir}/dvc", "repro", "score_bank_examples"], repo, env)
     assert "Running stage 'score_bank_examples'" in third and "Running stage 'build_bank'" not in third

@@ -1,0 +1,130 @@
+"""The evaluation matrix: prompt versions × models × datasets, from ``params.yaml`` (section ``eval``) or flags.
+
+Everything the matrix names is checked before any work starts: datasets load (and validate), prompt
+references resolve to files, providers are known. A mistake is one clear error, not a half-run sweep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from t2s.errors import ConfigError
+
+PROVIDERS = ("local", "openai", "azure", "compatible")
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"  # the embedded local model
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Model name (or Azure deployment).")
+    provider: Literal["local", "openai", "azure", "compatible"] = "local"
+    base_url: str | None = None
+    price_per_1k_input: float = Field(0.0, ge=0, description="USD, for the cost estimate.")
+    price_per_1k_output: float = Field(0.0, ge=0)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.provider == "local" else f"{self.provider}:{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """``name`` (local) or ``provider:name``."""
+        provider, sep, name = text.partition(":")
+        if not sep:
+            return cls(name=text)
+        if provider not in PROVIDERS:
+            raise ConfigError(f"unknown provider {provider!r} in model {text!r}; use one of {', '.join(PROVIDERS)}")
+        return cls(name=name, provider=provider)  # type: ignore[arg-type]
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    min_gain: float = Field(0.0, ge=0, le=1)
+    bucket_tolerance: float = Field(0.05, ge=0, le=1)
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: list[Path] = Field(default_factory=lambda: [Path("datasets/bank")], min_length=1)
+    prompts: list[str] = Field(min_length=1, description="NAME@VERSION references.")
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name=DEFAULT_MODEL)], min_length=1)
+    rules: Literal["t2s", "spider", "bird"] = "t2s"
+    timeout_s: float = Field(10.0, gt=0)
+    max_rows: int = Field(100_000, gt=0)
+    limit: int | None = Field(None, gt=0, description="Only the first N questions of each dataset.")
+    workers: int = Field(1, ge=1, description="Questions in flight per cell (the local server answers one at a time).")
+    out_dir: Path = Path("reports/eval")
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_strings(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [ModelSpec.parse(v).model_dump() if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _mapping(cls, value: object) -> object:
+        """A mapping ``label: NAME@VERSION`` (DVC names per-prompt stages by label) is read as its values."""
+        return list(value.values()) if isinstance(value, dict) else value
+
+    @field_validator("prompts")
+    @classmethod
+    def _refs(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            name, _, version = ref.partition("@")
+            if not name or not version.isdigit():
+                raise ValueError(f"prompt {ref!r}: write NAME@VERSION (e.g. sql-analyst@2)")
+        return value
+
+
+def load_params(path: Path) -> dict:  # type: ignore[type-arg]
+    from t2s.fileio import read_yaml_mapping
+
+    if not path.is_file():
+        raise ConfigError("params file not found", file=path)
+    return read_yaml_mapping(path, ConfigError, "an 'eval' section")
+
+
+def build_config(params_path: Path | None, overrides: dict) -> EvalConfig:  # type: ignore[type-arg]
+    """``params.yaml``'s ``eval`` and ``gate`` sections, with non-empty flag values on top."""
+    from t2s.fileio import first_validation_error
+
+    raw: dict = {}  # type: ignore[type-arg]
+    if params_path is not None:
+        params = load_params(params_path)
+        raw = dict(params.get("eval") or {})
+        if "gate" in params:
+            raw["gate"] = params["gate"]
+        if "dataset" in raw:
+            raw["datasets"] = [raw.pop("dataset")]
+    raw.update({k: v for k, v in overrides.items() if v not in (None, [], ())})
+    try:
+        return EvalConfig.model_validate(raw)
+    except ValidationError as exc:
+        field, msg = first_validation_error(exc)
+        raise ConfigError(msg, file=params_path, field=f"eval.{field}") from exc
+
+
+def check_config(config: EvalConfig, prompts_dir: Path) -> None:
+    """Fail before any work if a dataset, prompt or model in the matrix is unknown."""
+    from t2s.datasets import load_dataset
+    from t2s.prompts import PromptLibrary, parse_ref
+
+    for path in config.datasets:
+        load_dataset(path)
+    library = PromptLibrary(prompts_dir)
+    for ref in config.prompts:
+        name, version = parse_ref(ref)
+        library.get(name, int(version or 0))
+    labels = [m.label for m in config.models]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"the same model is listed twice: {labels}")

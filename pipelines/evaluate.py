@@ -1,0 +1,112 @@
+"""One cell of the matrix: a prompt version on a model, over a dataset → a :class:`VariantRun`.
+
+Generation goes through :class:`t2s.generator.SqlGenerator` (the serving code path) with the completion
+cache, so an interrupted cell resumes where it stopped and a rerun costs no model calls; scoring goes
+through :func:`evals.scoring.score_dataset`. A question that fails is recorded and the cell goes on; only a
+model that cannot be reached at all fails the cell.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from evals.metrics import summarize
+from evals.records import EvalItem, VariantRun
+from evals.scoring import ScoreConfig, score_dataset
+from pipelines.eval_config import EvalConfig, ModelSpec
+from t2s.datasets import Dataset, load_split, open_db
+from t2s.generator import Generation, SqlGenerator
+from t2s.prompts import PromptFile
+
+PREVIEW_ROWS = 5
+
+
+def variant_name(prompt_ref: str, model: ModelSpec) -> str:
+    return f"{prompt_ref}/{model.label}"
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text.replace("@", "-v").replace("/", "__"))
+
+
+def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers: int, postgres_dsn: str | None,
+                 on_done: Callable[[Generation], None] | None = None) -> dict[str, Generation]:
+    """Generations for ``items``, ordered by database so the server reuses the shared schema prefix."""
+    targets = {db: open_db(dataset, db, postgres_dsn) for db in sorted({ex.db_id for ex in items})}
+    ordered = sorted(items, key=lambda ex: ex.db_id)
+
+    def one(ex: Any) -> Generation:
+        g = gen.generate(ex.question, targets[ex.db_id], evidence=ex.evidence, question_id=ex.id)
+        if on_done:
+            on_done(g)
+        return g
+
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            results = list(pool.map(one, ordered))
+    finally:
+        for t in targets.values():
+            t.close()
+    return {g.question_id: g for g in results}  # type: ignore[misc]
+
+
+def cell_metrics(items: list[EvalItem], verdict_metrics: dict[str, float], model: ModelSpec) -> dict[str, float]:
+    latencies = [i.latency_s for i in items if not i.cached] or [i.latency_s for i in items] or [0.0]
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    prompt_tokens = sum(i.prompt_tokens for i in items)
+    completion_tokens = sum(i.completion_tokens for i in items)
+    gen_errors: dict[str, int] = {}
+    for i in items:
+        if i.pred_sql is None and i.error_class:
+            gen_errors[i.error_class] = gen_errors.get(i.error_class, 0) + 1
+    out = dict(verdict_metrics)
+    out |= {f"error_rate/{k}": v / len(items) for k, v in gen_errors.items()}
+    out |= {
+        "latency_p50_s": statistics.median(latencies), "latency_p95_s": p95,
+        "prompt_tokens_total": float(prompt_tokens), "completion_tokens_total": float(completion_tokens),
+        "tokens_per_question": (prompt_tokens + completion_tokens) / len(items),
+        "estimated_cost_usd": prompt_tokens / 1000 * model.price_per_1k_input
+        + completion_tokens / 1000 * model.price_per_1k_output,
+        "cache_hit_rate": sum(i.cached for i in items) / len(items),
+    }
+    return out
+
+
+def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: Any, config: EvalConfig, *,
+                  postgres_dsn: str | None = None, cache_path: Any = None,
+                  on_done: Callable[[Generation], None] | None = None) -> VariantRun:
+    spec = prompt.spec
+    pool = load_split(dataset.root, spec.few_shot.split) if spec.few_shot.k else None
+    gen = SqlGenerator(spec, llm, few_shot_pool=pool)
+    items = dataset.examples[: config.limit] if config.limit else list(dataset.examples)
+    subset = Dataset(dataset.root, dataset.manifest, items)
+    generations = generate_all(gen, subset, items, config.workers, postgres_dsn, on_done)
+    predictions = {ex.id: generations[ex.id].sql for ex in items}
+    verdicts = score_dataset(subset, predictions, ScoreConfig(
+        rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=True,
+        cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS))
+    records = []
+    for ex, v in zip(items, verdicts, strict=True):
+        g = generations[ex.id]
+        error = v.error_class
+        detail = v.detail
+        if g.sql is None:  # the generation failed: report its class instead of "missing_prediction"
+            error, detail = g.error, g.detail
+        records.append(EvalItem(
+            id=ex.id, question=ex.question, db_id=ex.db_id, difficulty=ex.difficulty, category=ex.category,
+            gold_sql=ex.gold_sql, pred_sql=g.sql, match=v.match, error_class=error, exact_match=v.exact_match,
+            valid_sql=v.valid_sql and g.sql is not None, detail=detail, gold_preview=v.gold_preview or "",
+            pred_preview=v.pred_preview or "", latency_s=g.latency_s, prompt_tokens=g.prompt_tokens,
+            completion_tokens=g.completion_tokens, cached=g.cached))
+    summary = summarize(verdicts)
+    metrics = cell_metrics(records, {k: v for k, v in summary.flat().items() if not k.startswith("error_rate/missing")},
+                           model)
+    return VariantRun(
+        variant=variant_name(spec.ref, model), prompt=spec.ref, prompt_name=spec.name, prompt_version=spec.version,
+        model=model.name, provider=model.provider, dataset=dataset.name, dataset_version=dataset.version(),
+        dataset_path=str(dataset.root),
+        rules=config.rules, prompt_text=prompt.text, metrics=metrics, items=records)

@@ -1,0 +1,139 @@
+"""Evaluation runs in MLflow, laid out for reviewers.
+
+- one experiment per dataset (``t2s/<dataset>``);
+- one parent run per sweep (tag ``t2s.kind=sweep``), found again by its sweep id so several processes
+  (DVC's per-cell stages) share it;
+- one nested run per variant (prompt version × model): params, metrics overall / per difficulty / per
+  category / per error class, latency and tokens, the dataset as a run input, the per-example table
+  (``eval_items.json``: question, gold and predicted SQL, verdict, error class, result previews), the prompt
+  file, and the variant's files. A run that fails while logging is marked FAILED, never left half-written
+  as FINISHED.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from evals.records import VariantRun
+
+SWEEP_KIND = "sweep"
+VARIANT_KIND = "variant"
+
+
+def _mlflow() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mlflow
+    return mlflow
+
+
+def experiment_name(dataset: str) -> str:
+    return f"t2s/{dataset}"
+
+
+def experiment_id(dataset: str) -> str:
+    mlflow = _mlflow()
+    exp = mlflow.get_experiment_by_name(experiment_name(dataset))
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(experiment_name(dataset), tags={
+        "mlflow.note.content": f"Text2SQL Ops evaluations on dataset {dataset!r}: one parent run per sweep, "
+                               "one nested run per prompt version × model."})
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def sweep_run_id(exp_id: str, sweep_id: str, params: dict[str, Any]) -> str:
+    """The sweep's parent run, created on first use."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    found = client.search_runs([exp_id], filter_string=f"tags.`t2s.kind` = '{SWEEP_KIND}' and "
+                                                       f"tags.`t2s.sweep_id` = '{sweep_id}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
+        "t2s.kind": SWEEP_KIND, "t2s.sweep_id": sweep_id, "t2s.git_commit": git_commit(),
+        "mlflow.note.content": "Sweep: compare its nested runs (select them → Compare) or open the "
+                               "leaderboard and HTML report in this run's artifacts."})
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    return run.info.run_id
+
+
+def _items_frame(variant: VariantRun) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "id": i.id, "difficulty": i.difficulty, "category": i.category, "question": i.question,
+        "gold_sql": i.gold_sql, "predicted_sql": i.pred_sql or "", "match": i.match,
+        "error_class": i.error_class or "", "exact_match": i.exact_match, "gold_result": i.gold_preview,
+        "predicted_result": i.pred_preview, "latency_s": round(i.latency_s, 3),
+        "tokens": i.prompt_tokens + i.completion_tokens} for i in variant.items])
+
+
+def _dataset_input(variant: VariantRun, dataset_root: Path) -> Any:
+    import pandas as pd
+
+    mlflow = _mlflow()
+    frame = pd.DataFrame([{"id": i.id, "question": i.question, "gold_sql": i.gold_sql, "db_id": i.db_id,
+                           "difficulty": i.difficulty, "category": i.category} for i in variant.items])
+    return mlflow.data.from_pandas(frame, source=str(dataset_root.resolve()), name=variant.dataset,
+                                   targets="gold_sql", digest=variant.dataset_version[:12])
+
+
+def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset_root: Path, folder: Path,
+                params: dict[str, Any]) -> str:
+    """Log one variant as a nested run; returns its run id (also set on ``variant.run_id``)."""
+    mlflow = _mlflow()
+    tags = {"t2s.kind": VARIANT_KIND, "t2s.sweep_id": variant.sweep_id or "", "t2s.variant": variant.variant,
+            "t2s.prompt": variant.prompt, "t2s.prompt_uri": f"prompts:/{variant.prompt_name}/{variant.prompt_version}",
+            "t2s.model": variant.model, "t2s.provider": variant.provider, "t2s.dataset": variant.dataset,
+            "t2s.dataset_version": variant.dataset_version, "t2s.git_commit": git_commit()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mlflow.start_run(experiment_id=exp_id, run_name=variant.variant, parent_run_id=parent_run_id,
+                              nested=True, tags=tags) as run:
+            variant.run_id = run.info.run_id
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in variant.metrics.items()})
+            mlflow.log_input(_dataset_input(variant, dataset_root), context="evaluation")
+            mlflow.log_table(_items_frame(variant), artifact_file="eval_items.json")
+            mlflow.log_text(variant.prompt_text, f"prompt/{variant.prompt_name}-v{variant.prompt_version}.yaml")
+            variant.write(folder)
+            mlflow.log_artifacts(str(folder), artifact_path="variant")
+            try:
+                mlflow.MlflowClient().link_prompt_version_to_run(
+                    run.info.run_id, f"prompts:/{variant.prompt_name}/{variant.prompt_version}")
+            except Exception as exc:  # linking is a UI convenience; the prompt URI is also a tag
+                mlflow.set_tag("t2s.prompt_link_error", str(exc)[:500])
+    return variant.run_id  # type: ignore[return-value]
+
+
+def log_failed_variant(name: str, error: str, *, exp_id: str, parent_run_id: str, tags: dict[str, str]) -> str:
+    """A cell that could not run at all: a FAILED nested run that says why."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    run = client.create_run(exp_id, run_name=name, tags={
+        **tags, "t2s.kind": VARIANT_KIND, "t2s.error": error[:5000], "mlflow.parentRunId": parent_run_id})
+    client.set_terminated(run.info.run_id, status="FAILED")
+    return run.info.run_id
+
+
+def download_variant(run_id: str) -> VariantRun:
+    """A variant's records from its run's artifacts."""
+    mlflow = _mlflow()
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="variant", dst_path=tmp)
+        variant = VariantRun.read(Path(local))
+    variant.run_id = run_id
+    return variant

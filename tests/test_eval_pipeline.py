@@ -1,0 +1,248 @@
+"""`t2s eval` → `t2s compare` → `t2s promote` / `t2s rollback`, end to end on a real MLflow sqlite store.
+
+The model is a loopback OpenAI-compatible server (tests/fakes.py) that answers with the gold SQL for prompt
+version 2 and with wrong SQL for version 1, so the gate has a real, significant difference to judge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from t2s.datasets import DatasetManifest, GoldExample, write_dataset
+from t2s.settings import get_settings
+from tests.fakes import FakeOpenAI, Reply
+
+QUESTIONS = [
+    ("q1", "How many customers are there?", "SELECT COUNT(*) FROM customers", "easy"),
+    ("q2", "Names of customers in Paris", "SELECT name FROM customers WHERE city = 'Paris'", "easy"),
+    ("q3", "Oldest customer's name", "SELECT name FROM customers ORDER BY age DESC, name LIMIT 1", "medium"),
+    ("q4", "Total order amount", "SELECT SUM(amount) FROM orders", "easy"),
+    ("q5", "Customers with orders", "SELECT DISTINCT c.name FROM customers c JOIN orders o ON o.customer_id = c.id",
+     "medium"),
+    ("q6", "Orders per city", "SELECT c.city, COUNT(*) FROM customers c JOIN orders o ON o.customer_id = c.id "
+     "GROUP BY c.city", "hard"),
+    ("q7", "Largest order amount", "SELECT MAX(amount) FROM orders", "easy"),
+    ("q8", "Customers without an age", "SELECT name FROM customers WHERE age IS NULL", "medium"),
+]
+GOLD_BY_QUESTION = {q: sql for _, q, sql, _ in QUESTIONS}
+runner = CliRunner()
+
+
+def prompt_file(version: int, marker: str) -> dict[str, Any]:
+    return {"name": "demo", "version": version, "description": f"version {version}", "dialect": "sqlite",
+            "variables": ["schema", "question"],
+            "messages": [{"role": "system", "content": f"{marker} Write one SQLite query."},
+                         {"role": "user", "content": "{{schema}}\nQuestion: {{question}}"}]}
+
+
+def answer(body: dict[str, Any]) -> Reply:
+    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+    question = user.rsplit("Question: ", 1)[-1].strip()
+    if "ALWAYS-WRONG" in system:
+        return Reply(content="SELECT 42")
+    return Reply(content=f"```sql\n{GOLD_BY_QUESTION[question]}\n```")
+
+
+@pytest.fixture
+def project(tmp_path: Path, shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    ds = tmp_path / "datasets" / "mini"
+    ds.mkdir(parents=True)
+    shutil.copy(shop_db, ds / "shop.sqlite")
+    write_dataset(ds, DatasetManifest(name="mini", databases={"shop": "shop.sqlite"}),
+                  [GoldExample(id=i, question=q, gold_sql=s, db_id="shop", difficulty=d, category="filter")
+                   for i, q, s, d in QUESTIONS])
+    prompts = tmp_path / "prompts" / "demo"
+    prompts.mkdir(parents=True)
+    (prompts / "v1.yaml").write_text(yaml.safe_dump(prompt_file(1, "ALWAYS-WRONG"), sort_keys=False))
+    (prompts / "v2.yaml").write_text(yaml.safe_dump(prompt_file(2, "Be exact."), sort_keys=False))
+    fake = FakeOpenAI()
+    fake.responder = answer
+    env = {"T2S_LLM_PROVIDER": "compatible", "T2S_LLM_BASE_URL": fake.url, "T2S_LLM_MODEL": "fake-model",
+           "T2S_LLM_API_KEY": "test-key", "T2S_PROMPTS_DIR": str(tmp_path / "prompts"),
+           "T2S_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "T2S_LLM_MAX_RETRIES": "0"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield {"root": tmp_path, "dataset": ds, "fake": fake, "env": env}
+    fake.close()
+
+
+def run(*args: str) -> Any:
+    result = runner.invoke(app, list(args), terminal_width=200)
+    return result
+
+
+def mlflow_client() -> Any:
+    from mlflow import MlflowClient
+
+    from t2s.tracking import configure_mlflow
+
+    configure_mlflow(get_settings())
+    return MlflowClient()
+
+
+def evaluate(p: dict[str, Any], sweep: str, *extra: str) -> Any:
+    return run("eval", "-d", str(p["dataset"]), "-P", "demo@1", "-P", "demo@2", "-m", "compatible:fake-model",
+               "--sweep-id", sweep, "--out-dir", str(p["root"] / "reports"), *extra)
+
+
+def test_unknown_matrix_entries_fail_before_any_work(project: dict[str, Any]) -> None:
+    cases = [
+        (["-P", "demo@9"], "has no version 9"),
+        (["-P", "nothing@1"], "no prompt named 'nothing'"),
+        (["-P", "demo"], "NAME@VERSION"),
+        (["-P", "demo@1", "-d", "missing-dataset"], "dataset.yaml"),
+        (["-P", "demo@1", "-m", "klingon:x"], "unknown provider"),
+    ]
+    for args, message in cases:
+        base = ["eval"] + ([] if "-d" in args else ["-d", str(project["dataset"])])
+        result = run(*base, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+    assert project["fake"].requests == []
+    assert mlflow_client().get_experiment_by_name("t2s/mini") is None
+
+
+def test_sweep_compare_promote_and_rollback(project: dict[str, Any]) -> None:
+    fake = project["fake"]
+    first = evaluate(project, "s1")
+    assert first.exit_code == 0, first.output
+    assert len(fake.requests) == 16
+    client = mlflow_client()
+    exp = client.get_experiment_by_name("t2s/mini")
+    runs = {r.data.tags["t2s.variant"]: r for r in client.search_runs(
+        [exp.experiment_id], "tags.`t2s.kind` = 'variant'")}
+    v1, v2 = runs["demo@1/compatible:fake-model"], runs["demo@2/compatible:fake-model"]
+    assert v1.data.metrics["execution_accuracy"] == 0.0 and v2.data.metrics["execution_accuracy"] == 1.0
+    assert v2.data.metrics["execution_accuracy/medium"] == 1.0 and "latency_p95_s" in v2.data.metrics
+    assert v2.data.params["prompt_version"] == "2" and v2.data.tags["t2s.prompt_uri"] == "prompts:/demo/2"
+    parent = v2.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).data.tags["t2s.kind"] == "sweep"
+    assert v2.inputs.dataset_inputs and v2.inputs.dataset_inputs[0].dataset.name == "mini"
+    artifacts = {a.path for a in client.list_artifacts(v2.info.run_id)}
+    assert {"eval_items.json", "variant", "prompt"} <= artifacts
+    table = json.loads(Path(client.download_artifacts(v2.info.run_id, "eval_items.json")).read_text())
+    assert "predicted_sql" in table["columns"] and "gold_result" in table["columns"]
+
+    # A rerun is served from the completion cache: no model call, same verdicts.
+    again = evaluate(project, "s2")
+    assert again.exit_code == 0 and len(fake.requests) == 16
+
+    compared = run("compare", "--sweep", "s1", "--out", str(project["root"] / "cmp"))
+    assert compared.exit_code == 0, compared.output
+    rows = json.loads((project["root"] / "cmp" / "leaderboard.json").read_text())
+    assert [r["variant"] for r in rows] == ["demo@2/compatible:fake-model", "demo@1/compatible:fake-model"]
+    assert "demo@2" in (project["root"] / "cmp" / "report.html").read_text()
+
+    promoted = run("promote", "--best", "--sweep", "s1")
+    assert promoted.exit_code == 0, promoted.output
+    assert "first_promotion" in promoted.output
+    champion = client.get_model_version_by_alias("t2s-generator", "champion")
+    assert champion.tags["t2s.prompt"] == "demo@2"
+    assert client.get_prompt_version_by_alias("demo", "champion").version == 2
+
+    # The worse variant cannot take over, and nothing moves when the gate refuses.
+    refused = run("promote", v1.info.run_id)
+    assert refused.exit_code == 2 and "refused by the gate" in refused.output
+    assert client.get_model_version_by_alias("t2s-generator", "champion").version == champion.version
+    no_reason = run("promote", v1.info.run_id, "--force")
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.output
+    forced = run("promote", v1.info.run_id, "--force", "--reason", "incident drill")
+    assert forced.exit_code == 0, forced.output
+    assert client.get_prompt_version_by_alias("demo", "champion").version == 1
+
+    rolled = run("rollback", "--reason", "drill over")
+    assert rolled.exit_code == 0, rolled.output
+    assert client.get_model_version_by_alias("t2s-generator", "champion").version == champion.version
+    assert client.get_prompt_version_by_alias("demo", "champion").version == 2
+    audit = [json.loads(line) for line in Path(project["env"]["T2S_AUDIT_LOG"]).read_text().splitlines()]
+    assert [a["action"] for a in audit] == ["first_promotion", "forced_promotion", "rollback"]
+    assert audit[1]["reason"] == "incident drill" and audit[1]["gate"]["passed"] is False
+    assert audit[2]["to_model_version"] == int(champion.version)
+
+
+def test_question_failures_are_recorded_and_the_cell_goes_on(project: dict[str, Any]) -> None:
+    def flaky(body: dict[str, Any]) -> Reply:
+        question = body["messages"][-1]["content"].rsplit("Question: ", 1)[-1].strip()
+        if question.startswith("How many"):
+            return Reply(content="I do not know.")
+        if question.startswith("Names"):
+            return Reply(content="SELECT COUNT(*) FROM nums a, nums b, nums c")
+        if question.startswith("Total"):
+            return Reply(status=500)
+        return answer(body)
+
+    project["fake"].responder = flaky
+    params = project["root"] / "params.yaml"
+    params.write_text(yaml.safe_dump({"eval": {"datasets": [str(project["dataset"])], "prompts": ["demo@2"],
+                                               "models": ["compatible:fake-model"], "timeout_s": 0.5}}))
+    result = run("eval", "--params", str(params), "--sweep-id", "flaky", "--out-dir", str(project["root"] / "r"))
+    assert result.exit_code == 0, result.output
+    folder = next((project["root"] / "r").rglob("per_item.jsonl"))
+    items = {i["id"]: i for i in map(json.loads, folder.read_text().splitlines())}
+    assert items["q1"]["error_class"] == "no_sql" and items["q2"]["error_class"] == "timeout"
+    assert items["q4"]["error_class"] == "llm_error"
+    assert sum(i["match"] for i in items.values()) == 5
+
+
+def test_an_unreachable_model_fails_its_cells_only(project: dict[str, Any]) -> None:
+    params = project["root"] / "params.yaml"
+    params.write_text(yaml.safe_dump({"eval": {
+        "datasets": [str(project["dataset"])], "prompts": ["demo@2"],
+        "models": [{"name": "fake-model", "provider": "compatible"},
+                   {"name": "gone", "provider": "compatible", "base_url": "http://127.0.0.1:9/v1"}]}}))
+    result = run("eval", "--params", str(params), "--sweep-id", "partial", "--out-dir", str(project["root"] / "r"))
+    assert result.exit_code == 1
+    assert "could not run" in result.output
+    client = mlflow_client()
+    exp = client.get_experiment_by_name("t2s/mini")
+    runs = client.search_runs([exp.experiment_id], "tags.`t2s.kind` = 'variant'")
+    status = {r.data.tags["t2s.variant"]: r.info.status for r in runs}
+    assert status == {"demo@2/compatible:fake-model": "FINISHED", "demo@2/compatible:gone": "FAILED"}
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert "127.0.0.1:9" in failed.data.tags["t2s.error"]
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[str, Any]) -> None:
+    fake = project["fake"]
+
+    def slow(body: dict[str, Any]) -> Reply:
+        reply = answer(body)
+        reply.delay = 0.4
+        return reply
+
+    fake.responder = slow
+    env = {**os.environ, **project["env"], "MLFLOW_TRACKING_URI": get_settings().mlflow_tracking_uri,
+           "T2S_CACHE_DIR": str(get_settings().cache_dir)}
+    cmd = [sys.executable, "-m", "pipelines.cli", "eval", "-d", str(project["dataset"]), "-P", "demo@2",
+           "-m", "compatible:fake-model", "--sweep-id", "k", "--out-dir", str(project["root"] / "r")]
+    proc = subprocess.Popen(cmd, env=env, cwd=project["root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(fake.requests) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = len(fake.requests)
+    assert 3 <= done_before < len(QUESTIONS)
+    resumed = subprocess.run(cmd, env=env, cwd=project["root"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    asked = [r["json"]["messages"][-1]["content"].rsplit("Question: ", 1)[-1] for r in fake.requests]
+    # Each question reached the model at most once more than the killed run had finished (the one in flight).
+    assert len(fake.requests) <= len(QUESTIONS) + 1 and set(asked) == set(GOLD_BY_QUESTION)
+    items = [json.loads(line) for line in next((project["root"] / "r").rglob("per_item.jsonl")).read_text().splitlines()]
+    assert len(items) == len(QUESTIONS) and all(i["match"] for i in items)
+    assert sum(i["cached"] for i in items) >= done_before - 1

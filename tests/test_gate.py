@@ -1,0 +1,128 @@
+"""The promotion gate as a decision table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evals.gate import GatePolicy, decide
+from evals.records import EvalItem, VariantRun
+
+Cells = tuple[int, int, int, int]  # both right, only challenger right (b), only champion right (c), both wrong
+
+
+def make_pair(buckets: dict[str, Cells]) -> tuple[VariantRun, VariantRun]:
+    """Challenger and champion runs on the same items, from per-difficulty contingency counts."""
+    chall: list[EvalItem] = []
+    champ: list[EvalItem] = []
+    for difficulty, cells in buckets.items():
+        patterns = [(True, True), (True, False), (False, True), (False, False)]
+        for (mine, theirs), count in zip(patterns, cells, strict=True):
+            for _ in range(count):
+                qid = f"{difficulty}-{len(chall)}"
+                for out, ok in ((chall, mine), (champ, theirs)):
+                    out.append(EvalItem(id=qid, question=f"question {qid}", db_id="shop", difficulty=difficulty,
+                                        category="filter", gold_sql="SELECT 1", pred_sql="SELECT 1",
+                                        match=ok, error_class=None if ok else "wrong_result", exact_match=ok,
+                                        valid_sql=True))
+
+    def run(variant: str, items: list[EvalItem]) -> VariantRun:
+        return VariantRun(variant=variant, prompt=f"{variant}@1", prompt_name=variant, prompt_version=1,
+                          model="m", provider="fake", dataset="shop", dataset_version="v1", rules="t2s",
+                          metrics={}, items=items)
+
+    return run("challenger", chall), run("champion", champ)
+
+
+POLICY = GatePolicy(n_resamples=2000)
+
+
+def test_first_promotion() -> None:
+    chall, _ = make_pair({"easy": (5, 0, 0, 5)})
+    d = decide(chall, None, POLICY)
+    assert d.passed and d.first_promotion and d.comparison is None
+    assert "no champion" in d.reasons[0] and "first champion" in d.reasons[0]
+    summary = d.to_dict()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["champion"] is None and summary["verdict"] == "pass"
+
+
+def test_significant_win_passes() -> None:
+    chall, champ = make_pair({"easy": (40, 8, 1, 1), "medium": (30, 7, 1, 2), "hard": (20, 6, 1, 3),
+                              "extra": (10, 5, 0, 5)})
+    d = decide(chall, champ, POLICY)
+    assert d.passed and not d.first_promotion
+    assert d.checks == {"significant": True, "min_gain": True, "no_bucket_regression": True}
+    o = d.comparison.overall
+    assert (o.b, o.c) == (26, 3) and o.p_value < 0.05 and o.diff > 0
+    assert f"{100 * o.diff:+.1f} pts" in d.reasons[0]
+    assert "McNemar p = " in d.reasons[0] and "< alpha 0.05" in d.reasons[0] and "95% CI" in d.reasons[0]
+    assert any("No difficulty bucket regresses" in r for r in d.reasons)
+    summary = d.to_dict()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["comparison"]["overall"]["b"] == 26
+    assert d.to_tags()["gate.verdict"] == "pass"
+
+
+def test_win_that_is_not_significant_fails() -> None:
+    chall, champ = make_pair({"easy": (50, 6, 3, 41)})  # +3 pts, 6 vs 3 discordant: p ≈ 0.51
+    d = decide(chall, champ, POLICY)
+    assert not d.passed
+    assert d.checks["significant"] is False
+    assert d.comparison.overall.diff > 0
+    assert "not significant" in d.reasons[0] and ">= alpha 0.05" in d.reasons[0]
+
+
+def test_significant_win_with_a_bucket_regression_fails_and_names_it() -> None:
+    # Overall +24 items; "hard" loses 4 of 20 items net (−20 pts), beyond the 5-pt tolerance.
+    chall, champ = make_pair({"easy": (40, 15, 0, 5), "medium": (40, 15, 1, 4), "hard": (10, 1, 5, 4)})
+    d = decide(chall, champ, POLICY)
+    assert d.checks["significant"] is True
+    assert not d.passed and d.checks["no_bucket_regression"] is False
+    bad = [r for r in d.reasons if "regresses by" in r]
+    assert len(bad) == 1 and "'hard'" in bad[0] and "20.0 pts" in bad[0] and "tolerance of 5.0 pts" in bad[0]
+    # within a looser tolerance the same runs pass
+    assert decide(chall, champ, GatePolicy(bucket_tolerance=0.25, n_resamples=2000)).passed
+
+
+def test_regression_of_exactly_the_tolerance_is_allowed() -> None:
+    chall, champ = make_pair({"easy": (60, 30, 0, 10), "hard": (10, 0, 1, 9)})  # hard: −1/20 = −5.0 pts
+    assert decide(chall, champ, POLICY).checks["no_bucket_regression"] is True
+
+
+def test_gain_below_min_gain_fails() -> None:
+    chall, champ = make_pair({"easy": (700, 40, 10, 250)})  # +3 pts, p ≈ 1e-5
+    d = decide(chall, champ, GatePolicy(min_gain=0.05, n_resamples=2000))
+    assert d.checks["significant"] is True and d.checks["min_gain"] is False and not d.passed
+    assert any("below the minimum gain of 5.0 pts" in r and "+3.0 pts" in r for r in d.reasons)
+    assert decide(chall, champ, GatePolicy(min_gain=0.02, n_resamples=2000)).passed
+
+
+def test_equal_runs_fail() -> None:
+    chall, champ = make_pair({"easy": (30, 0, 0, 10), "hard": (5, 0, 0, 5)})
+    d = decide(chall, champ, POLICY)
+    assert not d.passed and d.checks["significant"] is False
+    o = d.comparison.overall
+    assert (o.diff, o.ci_low, o.ci_high, o.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert "does not beat the champion" in d.reasons[0]
+
+
+def test_worse_challenger_fails() -> None:
+    chall, champ = make_pair({"easy": (30, 1, 12, 7)})
+    d = decide(chall, champ, POLICY)
+    assert not d.passed and "does not beat" in d.reasons[0]
+
+
+def test_different_items_cannot_be_gated() -> None:
+    chall, _ = make_pair({"easy": (5, 0, 0, 5)})
+    _, champ = make_pair({"easy": (5, 0, 0, 6)})
+    with pytest.raises(ValueError, match="same items"):
+        decide(chall, champ, POLICY)
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        GatePolicy(alpha=0)
+    with pytest.raises(ValueError, match="bucket_tolerance"):
+        GatePolicy(bucket_tolerance=-0.1)
