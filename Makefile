@@ -30,12 +30,19 @@ system-deps:  ## install system packages the tests need (PostgreSQL server) if m
 data: setup  ## build the bundled golden database through DVC
 	$(BIN)/dvc repro build_bank
 
-demo: setup model  ## run the main job on the embedded defaults
+demo: setup model  ## run the main job on the embedded defaults: the whole DVC pipeline
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
 	@$(BIN)/t2s metrics show reports/bank/selfcheck_metrics.json reports/bank/example_metrics.json
-	@echo "Per-item verdicts: reports/bank/*_verdicts.jsonl · validation report: reports/bank/validation.json"
-	@echo "Pipeline: dvc.yaml (dvc repro re-runs only what changed; dvc metrics diff compares with git HEAD)"
+	@echo
+	@echo "Leaderboard (reports/compare/bank/leaderboard.md):"
+	@cat reports/compare/bank/leaderboard.md
+	@echo
+	@$(BIN)/python -c "import json; d = json.load(open('reports/promotion/bank.json')); print('Promotion:', 'PROMOTED' if d['promoted'] else 'not promoted', '-', d['challenger']); [print('  ' + r) for r in d.get('reasons', [])]"
+	@echo
+	@echo "HTML report:  reports/compare/bank/report.html"
+	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  → http://127.0.0.1:5000, experiment t2s/bank"
+	@echo "Audit log:    audit/promotions.jsonl · pipeline: dvc.yaml (a second 'make demo' re-runs nothing)"
 
 test: setup system-deps model  ## set up and run the whole test suite (slow tests included)
 	@$(BIN)/python -m pytest -q; rc=$$?; \
