@@ -6,6 +6,9 @@ pay for mlflow, great-expectations or llama-index.
 
 from __future__ import annotations
 
+import os
+from typing import Annotated
+
 import typer
 
 from pipelines import (
@@ -27,6 +30,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root(
+    tracking_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", help="MLflow tracking/registry URI (default: T2S_MLFLOW_TRACKING_URI, MLFLOW_TRACKING_URI, "
+                               "or sqlite:///mlflow.db), e.g. http://mlflow.internal:5000")] = None,
+) -> None:
+    if tracking_uri:
+        os.environ["T2S_MLFLOW_TRACKING_URI"] = tracking_uri
+        from t2s.settings import get_settings
+
+        get_settings.cache_clear()
+
+
 datasets_cli.app.command("validate")(validate_cli.validate)
 app.add_typer(datasets_cli.app, name="datasets")
 app.command("score")(score_cli.score)

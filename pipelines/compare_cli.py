@@ -57,6 +57,7 @@ def compare(
     directory: Annotated[Path | None, typer.Option("--dir", help=DIR_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: <dir>/compare or reports/eval/<dataset>/compare).")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml whose 'gate' section sets the policy.")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="Write summary metrics (JSON) here, e.g. for `dvc metrics`.")] = None,
 ) -> None:
     """Rank a sweep's variants and test each against the current champion on the same items (exact McNemar,
     paired bootstrap interval, per difficulty). Writes a leaderboard (Markdown, JSON), a chart and an HTML
@@ -73,6 +74,7 @@ def compare(
         write_leaderboard_json,
         write_leaderboard_markdown,
     )
+    from t2s.fileio import write_text_atomic
     from t2s.settings import get_settings
     from t2s.tracking import configure_mlflow
 
@@ -98,6 +100,13 @@ def compare(
             write_leaderboard_json(rows, folder / "leaderboard.json")
             difficulty_chart(group, folder / "accuracy_by_difficulty.png")
             write_html_report(folder / "report.html", group, champ_variant, policy)
+            best = rows[0]
+            summary = {"variants": len(rows), "best_execution_accuracy": best["execution_accuracy"],
+                       "best_valid_sql_rate": best["valid_sql_rate"]}
+            if champ_variant is not None:
+                summary["champion_execution_accuracy"] = champ_variant.metrics["execution_accuracy"]
+            if metrics_out is not None:
+                write_text_atomic(metrics_out, json.dumps(summary, indent=2))
             console.print(leaderboard_table(rows))
             console.print(f"leaderboard → {folder / 'leaderboard.md'} · report → {folder / 'report.html'}")
             sweep_ids = {v.sweep_id for v in group if v.sweep_id}
@@ -112,7 +121,6 @@ def compare(
                     client = MlflowClient()
                     for name in ("leaderboard.md", "leaderboard.json", "report.html", "accuracy_by_difficulty.png"):
                         client.log_artifact(parent, str(folder / name), artifact_path="compare")
-                    best = rows[0]
                     client.log_metric(parent, "best_execution_accuracy", float(best["execution_accuracy"]))
                     client.set_tag(parent, "t2s.best_variant", best["variant"])
 

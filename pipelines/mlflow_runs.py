@@ -104,13 +104,18 @@ def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset
         with mlflow.start_run(experiment_id=exp_id, run_name=variant.variant, parent_run_id=parent_run_id,
                               nested=True, tags=tags) as run:
             variant.run_id = run.info.run_id
-            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            mlflow.log_params({**{k: str(v)[:6000] for k, v in params.items()}, "git_commit": tags["t2s.git_commit"]})
             mlflow.log_metrics({k: float(v) for k, v in variant.metrics.items()})
             mlflow.log_input(_dataset_input(variant, dataset_root), context="evaluation")
             mlflow.log_table(_items_frame(variant), artifact_file="eval_items.json")
             mlflow.log_text(variant.prompt_text, f"prompt/{variant.prompt_name}-v{variant.prompt_version}.yaml")
             variant.write(folder)
             mlflow.log_artifacts(str(folder), artifact_path="variant")
+            from pipelines.report import difficulty_chart
+
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifact(str(difficulty_chart([variant], Path(tmp) / "accuracy_by_difficulty.png")),
+                                    artifact_path="charts")
             try:
                 mlflow.MlflowClient().link_prompt_version_to_run(
                     run.info.run_id, f"prompts:/{variant.prompt_name}/{variant.prompt_version}")
