@@ -65,7 +65,7 @@ def compare(
     import warnings
 
     from evals.gate import GatePolicy
-    from pipelines.eval_config import build_config
+    from pipelines.eval_config import gate_config
     from pipelines.report import (
         difficulty_chart,
         leaderboard,
@@ -81,10 +81,7 @@ def compare(
     with cli_errors():
         settings = get_settings()
         configure_mlflow(settings)
-        if params is None and Path("params.yaml").is_file():
-            params = Path("params.yaml")
-        gate = build_config(params, {}).gate if params else None
-        policy = GatePolicy(**gate.model_dump()) if gate else GatePolicy()
+        policy = GatePolicy(**gate_config(params).model_dump())
         variants = load_variants(sweep, directory)
         by_dataset: dict[str, list] = {}
         for v in variants:
@@ -140,7 +137,7 @@ def promote(
     champion on the same items: significantly (McNemar p < alpha), by at least min_gain, with no difficulty
     bucket regressing beyond tolerance. The first promotion needs no gate. Every move is audited."""
     from evals.gate import GatePolicy, decide
-    from pipelines.eval_config import build_config
+    from pipelines.eval_config import gate_config
     from pipelines.mlflow_runs import download_variant
     from pipelines.promotion import promote as do_promote
     from t2s.errors import ConfigError, GateRefused
@@ -151,12 +148,7 @@ def promote(
     with cli_errors():
         settings = get_settings()
         configure_mlflow(settings)
-        if params is None and Path("params.yaml").is_file():
-            params = Path("params.yaml")
-        gate = build_config(params, {}).gate if params else None
-        from pipelines.eval_config import GateConfig
-
-        gate = gate or GateConfig()
+        gate = gate_config(params)
         if run_id and best:
             raise ConfigError("give RUN_ID or --best, not both")
         if run_id:

@@ -43,7 +43,7 @@ def eval_cmd(
     )
 
     from evals.validation import ValidationReport, report_path, validate_dataset
-    from pipelines.eval_config import build_config, check_config
+    from pipelines.eval_config import build_config, check_config, params_or_default
     from pipelines.evaluate import evaluate_cell, slug, variant_name
     from pipelines.mlflow_runs import experiment_id, log_failed_variant, log_variant, sweep_run_id
     from pipelines.promotion import current_champion
@@ -56,8 +56,7 @@ def eval_cmd(
 
     with cli_errors():
         settings = get_settings()
-        if params is None and Path("params.yaml").is_file():
-            params = Path("params.yaml")
+        params = params_or_default(params)
         config = build_config(params, {"datasets": dataset, "prompts": prompt, "models": model, "limit": limit,
                                        "workers": workers, "out_dir": out_dir})
         check_config(config, settings.prompts_dir)

@@ -128,3 +128,25 @@ def check_config(config: EvalConfig, prompts_dir: Path) -> None:
     labels = [m.label for m in config.models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"the same model is listed twice: {labels}")
+
+
+def params_or_default(params: Path | None) -> Path | None:
+    """``params``, else ./params.yaml when it exists."""
+    if params is None and Path("params.yaml").is_file():
+        return Path("params.yaml")
+    return params
+
+
+def gate_config(params: Path | None) -> GateConfig:
+    """The ``gate`` section of params.yaml (defaults without one)."""
+    params = params_or_default(params)
+    if params is None:
+        return GateConfig()
+    raw = load_params(params).get("gate") or {}
+    try:
+        return GateConfig.model_validate(raw)
+    except ValidationError as exc:
+        from t2s.fileio import first_validation_error
+
+        field, msg = first_validation_error(exc)
+        raise ConfigError(msg, file=params, field=f"gate.{field}") from exc

@@ -246,3 +246,12 @@ def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[st
     items = [json.loads(line) for line in next((project["root"] / "r").rglob("per_item.jsonl")).read_text().splitlines()]
     assert len(items) == len(QUESTIONS) and all(i["match"] for i in items)
     assert sum(i["cached"] for i in items) >= done_before - 1
+
+
+@pytest.mark.parametrize(("gate", "field"), [({"alpha": 2}, "gate.alpha"), ({"min_gain": -1}, "gate.min_gain"),
+                                              ({"alpah": 0.1}, "gate.alpah")])
+def test_a_malformed_gate_config_is_named(project: dict[str, Any], gate: dict[str, Any], field: str) -> None:
+    params = project["root"] / "params.yaml"
+    params.write_text(yaml.safe_dump({"gate": gate}))
+    result = run("compare", "--dir", str(project["root"]), "--params", str(params))
+    assert result.exit_code == 2 and field in result.output, result.output
