@@ -370,6 +370,45 @@ def _card(*, name: str, title: str, description: str, source: str, license: str,
 # Spider
 
 
+@dataclass(frozen=True)
+class _Row:
+    """The fields every source format shares, read and checked for one item."""
+
+    index: int
+    item: dict[str, Any]
+    id: str
+    db_id: str
+    question: str
+    sql: str
+    hardness: str
+    category: str
+
+
+def _rows(items: list[dict[str, Any]], qfile: Path, dbs: _Databases, *, sql_field: str, index_field: str,
+          id_prefix: str, progress: bool | None) -> Iterator[_Row]:
+    """Each item's common fields, in source order: ids ``<id_prefix>-<index field or position>`` (duplicates
+    refused), the database resolved, the gold SQL bucketed; a progress bar for large imports."""
+    seen: dict[str, int] = {}
+    with _progress(progress if progress is not None else len(items) > PROGRESS_ITEMS) as bar:
+        task = bar.add_task("reading questions", total=len(items), unit="questions") if bar else None
+        for i, item in enumerate(items):
+            db_id = _db_id(item, qfile, i)
+            question = _text(item, "question", qfile, i)
+            sql = _text(item, sql_field, qfile, i)
+            assert question is not None and sql is not None
+            position = _index(item, index_field, qfile, i)
+            ex_id = f"{id_prefix}-{position if position is not None else i:04d}"
+            if ex_id in seen:
+                raise DatasetError(f"duplicate {index_field} (item #{seen[ex_id]} has the same)", file=qfile,
+                                   item_id=f"#{i}", field=index_field)
+            seen[ex_id] = i
+            dbs.resolve(db_id, qfile, i)
+            hardness, category = _classify(sql, qfile, i, sql_field)
+            yield _Row(i, item, ex_id, db_id, question, sql, hardness, category)
+            if bar is not None:
+                bar.advance(task)
+
+
 def import_spider(spider_dir: str | Path, out: str | Path, split: str = "dev", name: str | None = None,
                   *, overwrite: bool = False, progress: bool | None = None) -> Dataset:
     """Import a Spider split (``<spider_dir>/<split>.json``) as a dataset at ``out``.
@@ -399,29 +438,13 @@ def import_spider(spider_dir: str | Path, out: str | Path, split: str = "dev", n
         raise DatasetError("Spider databases folder not found (expected database/<db_id>/<db_id>.sqlite)",
                            file=db_root)
 
-    index_key = f"spider_{split}_index"
     dbs = _Databases(db_root)
-    examples: list[GoldExample] = []
-    seen: dict[str, int] = {}
-    with _progress(progress if progress is not None else len(items) > PROGRESS_ITEMS) as bar:
-        task = bar.add_task("reading questions", total=len(items), unit="questions") if bar else None
-        for i, item in enumerate(items):
-            db_id = _db_id(item, qfile, i)
-            question = _text(item, "question", qfile, i)
-            sql = _text(item, "query", qfile, i)
-            assert question is not None and sql is not None
-            position = _index(item, index_key, qfile, i)
-            ex_id = f"spider-{split}-{position if position is not None else i:04d}"
-            if ex_id in seen:
-                raise DatasetError(f"duplicate {index_key} (item #{seen[ex_id]} has the same)", file=qfile,
-                                   item_id=f"#{i}", field=index_key)
-            seen[ex_id] = i
-            dbs.resolve(db_id, qfile, i)
-            difficulty, category = _classify(sql, qfile, i, "query")
-            examples.append(_example(qfile, i, id=ex_id, question=question, gold_sql=sql, dialect="sqlite",
-                                     db_id=db_id, difficulty=difficulty, category=category))
-            if bar is not None:
-                bar.advance(task)
+    examples = [
+        _example(qfile, row.index, id=row.id, question=row.question, gold_sql=row.sql, dialect="sqlite",
+                 db_id=row.db_id, difficulty=row.hardness, category=row.category)
+        for row in _rows(items, qfile, dbs, sql_field="query", index_field=f"spider_{split}_index",
+                         id_prefix=f"spider-{split}", progress=progress)
+    ]
 
     notes = _schema_notes(spider_dir / "tables.json", dbs.found)
     description = (f"Spider 1.0 {split} split: {len(examples)} questions over {len(dbs.found)} SQLite "
@@ -472,37 +495,22 @@ def import_bird(bird_dir: str | Path, out: str | Path, questions_file: str = "de
 
     dbs = _Databases(db_root)
     examples: list[GoldExample] = []
-    seen: dict[str, int] = {}
-    with _progress(progress if progress is not None else len(items) > PROGRESS_ITEMS) as bar:
-        task = bar.add_task("reading questions", total=len(items), unit="questions") if bar else None
-        for i, item in enumerate(items):
-            db_id = _db_id(item, qfile, i)
-            question = _text(item, "question", qfile, i)
-            sql = _text(item, "SQL", qfile, i)
-            assert question is not None and sql is not None
-            evidence = _text(item, "evidence", qfile, i, required=False)
-            qid = _index(item, "question_id", qfile, i)
-            ex_id = f"bird-{slug}-{qid if qid is not None else i:04d}"
-            if ex_id in seen:
-                raise DatasetError(f"duplicate question_id (item #{seen[ex_id]} has the same)", file=qfile,
-                                   item_id=f"#{i}", field="question_id")
-            seen[ex_id] = i
-            dbs.resolve(db_id, qfile, i)
-            hardness, category = _classify(sql, qfile, i, "SQL")
-            original = _text(item, "difficulty", qfile, i, required=False)
-            if original is None:
-                difficulty, notes = hardness, "no BIRD difficulty; Spider hardness of the gold SQL"
-            elif original.lower() in BIRD_DIFFICULTY:
-                difficulty, notes = BIRD_DIFFICULTY[original.lower()], f"BIRD difficulty: {original}"
-            else:
-                raise DatasetError(f"unknown difficulty {original!r} (expected one of "
-                                   f"{', '.join(BIRD_DIFFICULTY)})", file=qfile, item_id=f"#{i}",
-                                   field="difficulty")
-            examples.append(_example(qfile, i, id=ex_id, question=question, gold_sql=sql, dialect="sqlite",
-                                     db_id=db_id, difficulty=difficulty, category=category,
-                                     evidence=evidence, notes=notes))
-            if bar is not None:
-                bar.advance(task)
+    for row in _rows(items, qfile, dbs, sql_field="SQL", index_field="question_id", id_prefix=f"bird-{slug}",
+                     progress=progress):
+        i, item = row.index, row.item
+        evidence = _text(item, "evidence", qfile, i, required=False)
+        original = _text(item, "difficulty", qfile, i, required=False)
+        if original is None:
+            difficulty, notes = row.hardness, "no BIRD difficulty; Spider hardness of the gold SQL"
+        elif original.lower() in BIRD_DIFFICULTY:
+            difficulty, notes = BIRD_DIFFICULTY[original.lower()], f"BIRD difficulty: {original}"
+        else:
+            raise DatasetError(f"unknown difficulty {original!r} (expected one of "
+                               f"{', '.join(BIRD_DIFFICULTY)})", file=qfile, item_id=f"#{i}",
+                               field="difficulty")
+        examples.append(_example(qfile, i, id=row.id, question=row.question, gold_sql=row.sql, dialect="sqlite",
+                                 db_id=row.db_id, difficulty=difficulty, category=row.category,
+                                 evidence=evidence, notes=notes))
 
     notes_schema = _schema_notes(bird_dir / f"{stem}_tables.json", dbs.found)
     description = (f"BIRD {stem}: {len(examples)} questions with evidence over {len(dbs.found)} SQLite "
