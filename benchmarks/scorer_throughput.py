@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import platform
 import pstats
@@ -39,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import spider_conformance as conformance  # the sibling script: benchmarks/ is on sys.path when run
 import sqlglot
 
 from evals.compare import RULES, MatchRules, results_match
 from evals.predictions import gold_as_predictions, load_predictions
 from evals.scoring import SERIAL_BELOW, ScoreConfig, choose_workers, score_dataset
-from pipelines.importers import import_spider
 from t2s.datasets import Dataset, load_dataset
 from t2s.errors import SqlError
 from t2s.execution import Target, open_target
@@ -58,22 +57,13 @@ GOAL_RATIO = 1.3
 
 
 def import_sample(spider_dir: Path, work: Path) -> tuple[Dataset, dict[str, dict[str, str | None]]]:
-    """The imported dataset and ``system -> {dataset id: predicted SQL}`` (via load_predictions)."""
-    ds = import_spider(spider_dir, work / "spider-dev", split="dev", overwrite=True, progress=False)
-    ds = load_dataset(ds.root)
-    items = json.loads((spider_dir / "dev.json").read_text(encoding="utf-8"))
-    index_to_id = {int(item["spider_dev_index"]): ex.id
-                   for item, ex in zip(items, ds.examples, strict=True)}  # the import keeps source order
-    rows: dict[str, list[str]] = {}
-    lines = (spider_dir / "predictions.tsv").read_text(encoding="utf-8").splitlines()
-    for line in lines[1:]:
-        if line.strip():
-            system, index, _db_id, sql, _official = line.split("\t")
-            rows.setdefault(system, []).append(json.dumps({"id": index_to_id[int(index)], "sql": sql}))
+    """The imported dataset and ``system -> {dataset id: predicted SQL}`` (via load_predictions), read with
+    the conformance benchmark's checked TSV reader and id mapping."""
+    ds, index_to_id = conformance.import_sample(spider_dir, work)
     preds = {}
-    for system, jsonl in rows.items():
+    for system, rows in conformance.read_predictions_tsv(spider_dir / "predictions.tsv").items():
         path = work / f"predictions-{system}.jsonl"
-        path.write_text("\n".join(jsonl) + "\n", encoding="utf-8")
+        conformance.write_jsonl(rows, index_to_id, ds, path)
         preds[system] = load_predictions(path, ds)
     return ds, preds
 
