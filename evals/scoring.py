@@ -14,8 +14,8 @@ from evals.compare import MatchRules, get_rules
 from evals.execution import execution_match
 from evals.gold_cache import GoldCache
 from evals.metrics import ItemVerdict
-from t2s.datasets import Dataset, GoldExample
-from t2s.execution import QueryResult, Target, open_target
+from t2s.datasets import Dataset, GoldExample, db_locations, open_location
+from t2s.execution import QueryResult, Target
 
 SERIAL_BELOW = 300  # below this many items, process start-up costs more than it saves
 CHUNK = 64
@@ -52,11 +52,7 @@ class _Scorer:
 
     def _targets(self, engine: str, locations: tuple[str, ...]) -> list[Target]:
         if locations not in self.targets:
-            if engine == "postgres":
-                self.targets[locations] = [open_target("postgres", self.config.postgres_dsn or "", schema=loc)
-                                           for loc in locations]
-            else:
-                self.targets[locations] = [open_target(engine, loc) for loc in locations]
+            self.targets[locations] = [open_location(engine, loc, self.config.postgres_dsn) for loc in locations]
         return self.targets[locations]
 
     def score(self, engine: str, locations: tuple[str, ...], ex: GoldExample, pred: str | None) -> ItemVerdict:
@@ -116,11 +112,7 @@ def _jobs(dataset: Dataset, predictions: dict[str, str | None]) -> list[_Job]:
     engine = dataset.manifest.engine
     jobs = []
     for db_id, items in by_db.items():
-        if engine == "postgres":
-            ref = dataset.manifest.databases[db_id]
-            locations = (ref.path, *ref.variants)
-        else:
-            locations = tuple(str(p) for p in dataset.database_paths(db_id))
+        locations = db_locations(dataset, db_id)
         for i in range(0, len(items), CHUNK):
             jobs.append(_Job(dataset.root, engine, {db_id: locations}, items[i:i + CHUNK]))
     return jobs

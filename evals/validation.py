@@ -21,9 +21,18 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from sqlglot import exp
 
-from t2s.datasets import CATEGORIES, DIFFICULTIES, MANIFEST, QUESTIONS, Dataset, GoldExample, load_manifest
+from t2s.datasets import (
+    CATEGORIES,
+    DIFFICULTIES,
+    MANIFEST,
+    QUESTIONS,
+    Dataset,
+    GoldExample,
+    load_manifest,
+    open_dbs,
+)
 from t2s.errors import DatasetError, SqlError
-from t2s.execution import Target, open_target
+from t2s.execution import Target
 from t2s.guard import guard_select, to_dialect
 
 REQUIRED = ("id", "question", "gold_sql", "db_id", "difficulty", "category")
@@ -232,13 +241,8 @@ def validate_dataset(root: str | Path, *, timeout_s: float = 10.0, cache_dir: Pa
                                               message=str(exc).splitlines()[-1].strip()))
                 continue
             if ex.db_id not in targets:
-                ref = manifest.databases[ex.db_id]
                 try:
-                    if manifest.engine == "postgres":
-                        targets[ex.db_id] = [open_target("postgres", postgres_dsn or "", schema=s)
-                                             for s in (ref.path, *ref.variants)]
-                    else:
-                        targets[ex.db_id] = [open_target(manifest.engine, p) for p in dataset.database_paths(ex.db_id)]
+                    targets[ex.db_id] = open_dbs(dataset, ex.db_id, postgres_dsn)
                 except Exception as exc:
                     raise DatasetError(f"database for db_id {ex.db_id!r} cannot be opened: {exc}",
                                        file=root / MANIFEST) from exc

@@ -217,18 +217,34 @@ def load_split(root: str | Path, split: str) -> list[GoldExample]:
     return [ex for _, ex in iter_examples(path)]
 
 
-def open_db(dataset: Dataset, db_id: str | None = None, postgres_dsn: str | None = None):  # type: ignore[no-untyped-def]
-    """The execution target for ``db_id`` (default: the dataset's only database)."""
+def db_locations(dataset: Dataset, db_id: str) -> tuple[str, ...]:
+    """Where ``db_id`` and its variants live: absolute file paths, or PostgreSQL schema names."""
+    paths = dataset.database_paths(db_id)  # also raises the standard "not declared" error
+    if dataset.manifest.engine == "postgres":
+        ref = dataset.manifest.databases[db_id]
+        return (ref.path, *ref.variants)
+    return tuple(str(p) for p in paths)
+
+
+def open_location(engine: str, location: str, postgres_dsn: str | None = None):  # type: ignore[no-untyped-def]
+    """The execution target for one location from :func:`db_locations`."""
     from t2s.execution import open_target
 
+    if engine == "postgres":
+        return open_target("postgres", postgres_dsn or "", schema=location)
+    return open_target(engine, location)
+
+
+def open_dbs(dataset: Dataset, db_id: str, postgres_dsn: str | None = None) -> list:  # type: ignore[type-arg]
+    """Targets for ``db_id`` and its variants (the primary first)."""
+    return [open_location(dataset.manifest.engine, loc, postgres_dsn) for loc in db_locations(dataset, db_id)]
+
+
+def open_db(dataset: Dataset, db_id: str | None = None, postgres_dsn: str | None = None):  # type: ignore[no-untyped-def]
+    """The execution target for ``db_id`` (default: the dataset's only database)."""
     if db_id is None:
         if len(dataset.manifest.databases) != 1:
             raise DatasetError(f"dataset {dataset.name!r} has several databases: pass a db_id "
                                f"({', '.join(sorted(dataset.manifest.databases))})", file=dataset.root / MANIFEST)
         db_id = next(iter(dataset.manifest.databases))
-    if dataset.manifest.engine == "postgres":
-        ref = dataset.manifest.databases.get(db_id)
-        if ref is None:
-            dataset.database_paths(db_id)  # raises the standard "not declared" error
-        return open_target("postgres", postgres_dsn or "", schema=ref.path)  # type: ignore[union-attr]
-    return open_target(dataset.manifest.engine, dataset.database_paths(db_id)[0])
+    return open_location(dataset.manifest.engine, db_locations(dataset, db_id)[0], postgres_dsn)
