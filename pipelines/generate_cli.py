@@ -27,7 +27,7 @@ def generate(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pipelines.prompts_cli import _resolve
+    from pipelines.prompts_cli import resolve_prompt
     from t2s.datasets import load_dataset, load_split, open_db
     from t2s.errors import ConfigError
     from t2s.fileio import write_jsonl_atomic
@@ -39,7 +39,7 @@ def generate(
         if question is None and out is None:
             raise ConfigError("give --question for one question, or --out FILE to generate for the whole dataset")
         settings = get_settings()
-        spec = _resolve(prompt).spec
+        spec = resolve_prompt(prompt).spec
         ds = load_dataset(dataset)
         pool = load_split(dataset, spec.few_shot.split) if spec.few_shot.k else None
         items = [(None, question, db_id)] if question else [(ex.id, ex.question, ex.db_id) for ex in ds][:limit]

@@ -75,7 +75,8 @@ def list_prompts(
         console.print(table)
 
 
-def _resolve(ref: str):  # type: ignore[no-untyped-def]
+def resolve_prompt(ref: str):  # type: ignore[no-untyped-def]
+    """The prompt file for NAME, NAME@VERSION or NAME@ALIAS (aliases are read from the registry)."""
     from t2s.prompts import parse_ref, resolve_version
     from t2s.settings import get_settings
     from t2s.tracking import configure_mlflow
@@ -93,7 +94,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALI
     from rich.syntax import Syntax
 
     with cli_errors():
-        pf = _resolve(ref)
+        pf = resolve_prompt(ref)
         console.print(f"[bold]{pf.spec.ref}[/]  {pf.path}  content hash {pf.spec.content_hash()[:16]}")
         console.print(Syntax(pf.text, "yaml", word_wrap=True))
 
@@ -110,7 +111,7 @@ def diff(
     from t2s.prompts import unified_diff
 
     with cli_errors():
-        text = unified_diff(_resolve(f"{name}@{a}"), _resolve(f"{name}@{b}"))
+        text = unified_diff(resolve_prompt(f"{name}@{a}"), resolve_prompt(f"{name}@{b}"))
         console.print(Syntax(text or "(no differences)\n", "diff", word_wrap=True))
 
 
@@ -131,7 +132,7 @@ def render(
     from t2s.settings import get_settings
 
     with cli_errors():
-        pf = _resolve(ref)
+        pf = resolve_prompt(ref)
         ds = load_dataset(dataset)
         pool = load_split(dataset, pf.spec.few_shot.split) if pf.spec.few_shot.k else None
         target = open_db(ds, db_id, get_settings().postgres_dsn)

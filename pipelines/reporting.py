@@ -1,13 +1,10 @@
-"""Terminal tables and atomic file writes shared by the commands."""
+"""Terminal tables of metrics, shared by the commands."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
 from evals.metrics import Bucket, Metrics
-from t2s.fileio import write_jsonl_atomic, write_text_atomic
-
-__all__ = ["metrics_tables", "write_jsonl_atomic", "write_text_atomic"]
 
 
 def _pct(x: float) -> str:

@@ -36,9 +36,10 @@ def score(
     from evals.predictions import load_predictions
     from evals.scoring import ScoreConfig, score_dataset
     from evals.validation import require_not_failed
-    from pipelines.reporting import metrics_tables, write_jsonl_atomic, write_text_atomic
+    from pipelines.reporting import metrics_tables
     from t2s.datasets import load_dataset
     from t2s.errors import ConfigError
+    from t2s.fileio import write_jsonl_atomic, write_text_atomic
     from t2s.settings import get_settings
 
     with cli_errors():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -132,9 +132,20 @@ class Dataset:
                 files.extend(self.database_paths(db_id))
         for path in files:
             listing.append({"relpath": str(path.relative_to(self.root.resolve()) if path.is_absolute()
-                                           else path.relative_to(self.root)), "md5": file_md5(path)})
+                                           else path.relative_to(self.root)), "md5": file_digest(path)})
         blob = json.dumps(sorted(listing, key=lambda d: d["relpath"]), sort_keys=True).encode()
         return hashlib.md5(blob).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """md5 of a file, computed once while its size and modification time stay the same."""
+    st = path.stat()
+    return _file_digest(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=1024)
+def _file_digest(path: str, _size: int, _mtime_ns: int) -> str:
+    return file_md5(Path(path))
 
 
 def file_md5(path: Path, chunk: int = 1 << 20) -> str:

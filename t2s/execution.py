@@ -17,7 +17,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -77,16 +76,10 @@ class Target(ABC):
         pass
 
 
-@lru_cache(maxsize=256)
-def _file_fingerprint(path: str, size: int, mtime_ns: int) -> str:
-    from t2s.datasets import file_md5
-
-    return f"md5:{file_md5(Path(path))}"
-
-
 def file_fingerprint(path: Path) -> str:
-    st = path.stat()
-    return _file_fingerprint(str(path), st.st_size, st.st_mtime_ns)
+    from t2s.datasets import file_digest
+
+    return f"md5:{file_digest(path)}"
 
 
 def _fetch(cursor: Any, max_rows: int) -> tuple[list[tuple[Any, ...]], bool]:
