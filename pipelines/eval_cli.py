@@ -166,7 +166,8 @@ def _print_summary(results) -> None:  # type: ignore[no-untyped-def]
         table.add_column(col, justify="right" if col not in ("dataset", "variant") else "left")
     for v in sorted(results, key=lambda r: -r.metrics["execution_accuracy"]):
         m = v.metrics
-        cells = [f"{100 * m.get(f'execution_accuracy/{d}', float('nan')):.1f}%" for d in ("easy", "medium", "hard", "extra")]
+        cells = [f"{100 * m[f'execution_accuracy/{d}']:.1f}%" if f"execution_accuracy/{d}" in m else "—"
+                 for d in ("easy", "medium", "hard", "extra")]
         table.add_row(v.dataset, v.variant, f"{100 * m['execution_accuracy']:.1f}%", *cells,
                       f"{100 * m['valid_sql_rate']:.0f}%", f"{m['latency_p50_s']:.2f} s", f"{100 * m['cache_hit_rate']:.0f}%")
     console.print(table)
