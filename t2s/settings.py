@@ -46,6 +46,27 @@ class Settings(BaseSettings):
                              description="Where `t2s llm install` puts the local model (shared across clones).")
     local_llm_port: int = Field(0, ge=0, description="Port for the local server; 0 picks a free one.")
 
+    # --- serving (see serving/ and the README's "Serving" section) ---
+    serve_host: str = Field("127.0.0.1", description="Address `t2s serve` binds to.")
+    serve_port: int = Field(8000, ge=0, le=65535, description="Port `t2s serve` listens on.")
+    serve_workers: int = Field(1, ge=1, description="uvicorn worker processes for `t2s serve`.")
+    serve_store_url: str = Field("sqlite:///serving.db",
+                                 description="SQLAlchemy URL of the request/feedback store (sqlite or postgresql+psycopg).")
+    serve_experiment_file: Path = Field(Path("experiments/default.yaml"),
+                                        description="The experiment served: variants, weights, salt.")
+    serve_databases: dict[str, str] = Field(
+        default_factory=lambda: {"bank": "datasets/bank"},
+        description="Databases requests may name: NAME -> dataset dir[#db_id], sqlite:PATH, duckdb:PATH or "
+                    "postgres:DSN[#schema] (JSON in T2S_SERVE_DATABASES).")
+    serve_threads: int = Field(256, ge=1, description="Threads for model calls, execution and store writes.")
+    serve_llm_concurrency: int = Field(256, ge=1, description="Model requests in flight per serving process.")
+    serve_db_pool: int = Field(16, ge=1, description="Open connections per served database and process.")
+    serve_max_question_chars: int = Field(2000, ge=1, description="Longer questions are refused (HTTP 422).")
+    serve_max_rows: int = Field(1000, ge=1, description="Most rows one response may return.")
+    serve_store_raw_user_id: bool = Field(False, description="Also store the raw user id (default: only its hash).")
+    serve_user_hash_key: SecretStr = Field(SecretStr("t2s-user"), description="Key of the stored user-id hash.")
+    serve_status_ttl_s: float = Field(1.0, ge=0, description="How long a process trusts its cached experiment status.")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
