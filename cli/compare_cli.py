@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console
+from cli.console import cli_errors, console
 
 SOURCE_HELP = "Variants of a sweep: its id (read from MLflow) …"
 DIR_HELP = "… or a folder of variant folders written by `t2s eval` (e.g. reports/eval/bank)."
@@ -65,8 +65,7 @@ def compare(
     import warnings
 
     from evals.gate import GatePolicy
-    from pipelines.eval_config import gate_config
-    from pipelines.report import (
+    from pipelines.comparison_report import (
         difficulty_chart,
         leaderboard,
         leaderboard_table,
@@ -74,6 +73,7 @@ def compare(
         write_leaderboard_json,
         write_leaderboard_markdown,
     )
+    from pipelines.eval_config import gate_config
     from t2s.fileio import write_text_atomic
     from t2s.settings import get_settings
     from t2s.tracking import configure_mlflow

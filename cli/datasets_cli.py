@@ -19,7 +19,7 @@ def _summary(dataset: Dataset, title: str) -> None:
 
     from rich.table import Table
 
-    from pipelines.console import console
+    from cli.console import console
     from t2s.datasets import CATEGORIES, DIFFICULTIES
 
     n = len(dataset)
@@ -51,7 +51,7 @@ def import_spider_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Import a Spider split as a dataset (difficulty from Spider's hardness rules)."""
-    from pipelines.console import cli_errors
+    from cli.console import cli_errors
 
     with cli_errors():
         from pipelines.importers import import_spider
@@ -70,7 +70,7 @@ def import_bird_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Import BIRD questions as a dataset (simple/moderate/challenging → easy/medium/hard)."""
-    from pipelines.console import cli_errors
+    from cli.console import cli_errors
 
     with cli_errors():
         from pipelines.importers import import_bird

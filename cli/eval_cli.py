@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console, err_console
+from cli.console import cli_errors, console, err_console
 
 
 def _sweep_id(requested: str | None, config_blob: str) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console, err_console
+from cli.console import cli_errors, console, err_console
 
 
 def generate(
@@ -27,7 +27,7 @@ def generate(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pipelines.prompts_cli import resolve_prompt
+    from cli.prompts_cli import resolve_prompt
     from t2s.datasets import load_dataset, load_split, open_db
     from t2s.errors import ConfigError
     from t2s.fileio import write_jsonl_atomic

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console, err_console
+from cli.console import cli_errors, console, err_console
 
 app = typer.Typer(help="The LLM: install and serve the embedded local model, or try the configured provider.",
                   no_args_is_help=True)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines import (
+from cli import (
     compare_cli,
     datasets_cli,
     eval_cli,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console
+from cli.console import cli_errors, console
 
 app = typer.Typer(help="Read metrics files written by `t2s score --metrics-out`.", no_args_is_help=True)
 

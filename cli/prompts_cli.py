@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console
+from cli.console import cli_errors, console
 
 app = typer.Typer(help="Versioned prompts: files under prompts/, mirrored in the MLflow Prompt Registry.",
                   no_args_is_help=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console, err_console
+from cli.console import cli_errors, console, err_console
 
 
 def score(
@@ -36,7 +36,7 @@ def score(
     from evals.predictions import load_predictions
     from evals.scoring import ScoreConfig, score_dataset
     from evals.validation import require_not_failed
-    from pipelines.reporting import metrics_tables
+    from pipelines.score_tables import metrics_tables
     from t2s.datasets import load_dataset
     from t2s.errors import ConfigError
     from t2s.fileio import write_jsonl_atomic, write_text_atomic

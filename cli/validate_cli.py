@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import cli_errors, console, err_console
+from cli.console import cli_errors, console, err_console
 
 
 def validate(

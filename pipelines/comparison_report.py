@@ -1,4 +1,4 @@
-"""Leaderboard and reports of an evaluation sweep.
+"""Comparison report of an evaluation sweep: leaderboard against the champion, chart and HTML page.
 
 - :func:`leaderboard`: one row per variant, ranked by execution accuracy, with the paired comparison and the
   gate verdict against the champion; rendered by :func:`leaderboard_table` (terminal),

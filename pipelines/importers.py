@@ -241,9 +241,10 @@ def _progress(enabled: bool) -> Iterator[Any]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pipelines.console import err_console
+    err_console = Console(stderr=True)  # the bar goes to stderr, so piped stdout stays clean
 
     columns = (TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[unit]}"),

@@ -111,7 +111,7 @@ def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset
             mlflow.log_text(variant.prompt_text, f"prompt/{variant.prompt_name}-v{variant.prompt_version}.yaml")
             variant.write(folder)
             mlflow.log_artifacts(str(folder), artifact_path="variant")
-            from pipelines.report import difficulty_chart
+            from pipelines.comparison_report import difficulty_chart
 
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifact(str(difficulty_chart([variant], Path(tmp) / "accuracy_by_difficulty.png")),

@@ -1,4 +1,4 @@
-"""Terminal tables of metrics, shared by the commands."""
+"""Terminal tables of one scoring's metrics (overall, by difficulty, by category, errors) for `t2s score`."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from cli.main import app
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from cli.main import app
 from t2s.datasets import DatasetManifest, GoldExample, write_dataset
 from t2s.settings import get_settings
 from tests.fakes import FakeOpenAI, Reply
@@ -228,7 +228,7 @@ def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[st
     fake.responder = slow
     env = {**os.environ, **project["env"], "MLFLOW_TRACKING_URI": get_settings().mlflow_tracking_uri,
            "T2S_CACHE_DIR": str(get_settings().cache_dir)}
-    cmd = [sys.executable, "-m", "pipelines.cli", "eval", "-d", str(project["dataset"]), "-P", "demo@2",
+    cmd = [sys.executable, "-m", "cli.main", "eval", "-d", str(project["dataset"]), "-P", "demo@2",
            "-m", "compatible:fake-model", "--sweep-id", "k", "--out-dir", str(project["root"] / "r")]
     proc = subprocess.Popen(cmd, env=env, cwd=project["root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

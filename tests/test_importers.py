@@ -342,7 +342,7 @@ def test_import_bird_missing_databases_folder(bird_dir: Path, tmp_path: Path) ->
 
 
 def test_cli_import_spider(spider_dir: Path, tmp_path: Path) -> None:
-    from pipelines.cli import app
+    from cli.main import app
 
     out = tmp_path / "cli-out"
     result = CliRunner().invoke(app, ["datasets", "import-spider", str(spider_dir), "--out", str(out),
@@ -354,7 +354,7 @@ def test_cli_import_spider(spider_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_import_spider_bad_input(spider_dir: Path, tmp_path: Path) -> None:
-    from pipelines.cli import app
+    from cli.main import app
 
     _break(spider_dir, "missing_field")
     out = tmp_path / "cli-out"
@@ -366,7 +366,7 @@ def test_cli_import_spider_bad_input(spider_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_import_bird(bird_dir: Path, tmp_path: Path) -> None:
-    from pipelines.cli import app
+    from cli.main import app
 
     out = tmp_path / "cli-bird"
     result = CliRunner().invoke(app, ["datasets", "import-bird", str(bird_dir), "--out", str(out)])

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from cli.main import app
 from t2s.errors import PromptError
 from t2s.prompts import PromptLibrary, load_prompt_file, push, read_lock, registry_spec
 from t2s.settings import get_settings

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from evals.gate import GatePolicy
 from evals.records import EvalItem, VariantRun
-from pipelines.report import (
+from pipelines.comparison_report import (
     difficulty_chart,
     leaderboard,
     leaderboard_table,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from evals.validation import validate_dataset
-from pipelines.cli import app
 from t2s.datasets import DatasetManifest, GoldExample, write_dataset
 
 runner = CliRunner()
