@@ -3,7 +3,9 @@
 Used only by the ``spider`` rule set, to reproduce the reference's verdicts, quirks included:
 
 - every ``DISTINCT`` keyword is removed from both queries (also inside ``COUNT(DISTINCT x)``);
-- ``> =``, ``< =`` and ``! =`` are closed up; `` value `` placeholders in predictions become `` 1 ``;
+- ``> =``, ``< =`` and ``! =`` are closed up;
+- in predictions only, every occurrence of the lowercase text ``value`` becomes ``1`` (see
+  :func:`plug_placeholder`);
 - ``YEAR(CURDATE())`` becomes ``2020``;
 - row order matters when the gold text contains ``order by`` anywhere (even in a subquery).
 """
@@ -42,12 +44,26 @@ def strip_distinct(sql: str) -> str:
     return "".join(out)
 
 
+def plug_placeholder(sql: str) -> str:
+    """Spider's placeholder rewrite, applied by the reference to predictions (never to golds).
+
+    Older Spider systems predicted the literal word ``value`` where a constant belongs; the reference
+    replaces the text ``value`` with ``1`` as a plain, case-sensitive substring substitution before
+    anything else. It therefore also rewrites a quoted placeholder (``age > "value"`` → ``age > "1"``,
+    ``'value'`` → ``'1'``), the word inside longer string literals (``'good value'`` → ``'good 1'``) and
+    identifiers that contain it (``total_value`` → ``total_1``, ``valued`` → ``1d``, which then fails
+    to run). ``VALUE`` or ``Value`` are left alone. The quirks are kept on purpose: the ``spider`` rule
+    set exists to reproduce the reference's verdicts.
+    """
+    return sql.replace("value", "1")
+
+
 def prepare_gold(sql: str) -> str:
     return replace_current_year(strip_distinct(close_operators(sql)))
 
 
 def prepare_pred(sql: str) -> str:
-    return replace_current_year(strip_distinct(close_operators(sql.replace(" value ", " 1 "))))
+    return replace_current_year(strip_distinct(close_operators(plug_placeholder(sql))))
 
 
 def gold_text_orders(gold_sql: str) -> bool:

@@ -115,3 +115,38 @@ SELECT name FROM customers ORDER BY COALESCE(age, 0) DESC, name LIMIT 2
 -- t2s=wrong_result spider=wrong_result bird=match
 SELECT name FROM customers ORDER BY age DESC, name
 SELECT name FROM customers ORDER BY age DESC, name DESC
+
+-- spider placeholder: the reference turns the text value into 1 in predictions, with or without spaces around it
+-- t2s=unknown_column spider=match bird=unknown_column
+SELECT name FROM customers WHERE age > 1
+SELECT name FROM customers WHERE age>value
+
+-- spider placeholder in double quotes: "value" becomes "1", which SQLite reads as the text '1'
+-- t2s=empty_result spider=match bird=empty_result
+SELECT name FROM customers WHERE age > 1
+SELECT name FROM customers WHERE age > "value"
+
+-- spider placeholder in single quotes
+-- t2s=wrong_result spider=match bird=wrong_result
+SELECT COUNT(*) FROM customers WHERE age > 1
+SELECT COUNT(*) FROM customers WHERE age > 'value'
+
+-- spider rewrites value inside a string of a prediction identical to its gold (a false negative)
+-- t2s=match spider=wrong_result bird=match
+SELECT 'good value' AS label, name FROM customers
+SELECT 'good value' AS label, name FROM customers
+
+-- spider rewrites identifiers containing value: the CTE valued becomes 1d and no longer parses
+-- t2s=match spider=parse_error bird=match
+SELECT name FROM customers
+WITH valued AS (SELECT name FROM customers) SELECT name FROM valued
+
+-- spider rewrites an alias containing value everywhere it occurs, so the query still runs
+-- t2s=match spider=match bird=match
+SELECT customer_id, SUM(amount) FROM orders GROUP BY customer_id ORDER BY SUM(amount) DESC
+SELECT customer_id, SUM(amount) AS total_value FROM orders GROUP BY customer_id ORDER BY total_value DESC
+
+-- spider's placeholder rewrite is case-sensitive: VALUE stays a (missing) column
+-- t2s=unknown_column spider=unknown_column bird=unknown_column
+SELECT name FROM customers WHERE age > 1
+SELECT name FROM customers WHERE age > VALUE
