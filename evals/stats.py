@@ -5,12 +5,13 @@ items where they disagree. :func:`mcnemar_exact` is the exact McNemar test on th
 :func:`paired_bootstrap` gives an interval for the accuracy difference by resampling items (both verdicts of
 an item travel together). :func:`compare_runs` applies both overall and per bucket (difficulty by default).
 
-No scipy here: the binomial tail is summed exactly with integers for moderate ``n`` and in log space beyond.
+Both come from the well-kept libraries rather than hand-written numerics: the McNemar tail is
+``statsmodels``' exact test (a binomial CDF from scipy) and the interval is ``scipy.stats.bootstrap`` in its
+paired, percentile form. Both are imported inside the functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,31 +23,7 @@ from t2s.datasets import DIFFICULTIES
 
 __all__ = ["BucketComparison", "Comparison", "bucket_order", "compare_runs", "mcnemar_exact", "paired_bootstrap"]
 
-_EXACT_MAX_N = 20_000  # up to here the tail is an exact integer sum; beyond, a log-space series
-_CHUNK_CELLS = 2_000_000  # resample indices drawn per chunk (bounds memory at ~16 MB)
-
-
-def _binom_half_cdf(k: int, n: int) -> float:
-    """P[X <= k] for X ~ Bin(n, 1/2)."""
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    if n <= _EXACT_MAX_N:
-        term, total = 1, 1  # C(n, 0)
-        for j in range(1, k + 1):
-            term = term * (n - j + 1) // j
-            total += term
-        return total / (1 << n)  # int / int is correctly rounded, even for huge ints
-    # Log space: start at the largest term C(n, k)/2^n and walk down; ratios C(n, j-1)/C(n, j) = j/(n-j+1).
-    log_top = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2.0)
-    total, term = 1.0, 1.0
-    for j in range(k, 0, -1):
-        term *= j / (n - j + 1)
-        total += term
-        if term < total * 1e-17:
-            break
-    return min(1.0, math.exp(log_top + math.log(total)))
+_CHUNK_CELLS = 2_000_000  # resampled items per batch (bounds the bootstrap's memory at a few tens of MB)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -61,11 +38,12 @@ def mcnemar_exact(b: int, c: int) -> float:
             raise TypeError(f"{name} must be an integer count, got {value!r}")
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-    b, c = int(b), int(c)
-    n = b + c
-    if n == 0:
+    if b + c == 0:
         return 1.0
-    return min(1.0, 2.0 * _binom_half_cdf(min(b, c), n))
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    # Only the discordant cells enter the exact test; the diagonal is irrelevant.
+    return float(mcnemar([[0, int(b)], [int(c), 0]], exact=True).pvalue)
 
 
 def paired_bootstrap(challenger: Sequence[bool], champion: Sequence[bool], *, n_resamples: int = 10_000,
@@ -73,7 +51,8 @@ def paired_bootstrap(challenger: Sequence[bool], champion: Sequence[bool], *, n_
     """Accuracy difference (challenger − champion) and its percentile bootstrap interval.
 
     Each resample draws item indices with replacement and keeps both verdicts of an item together (a paired
-    bootstrap). Returns ``(diff, ci_low, ci_high)``; deterministic for a given ``seed``.
+    bootstrap, ``scipy.stats.bootstrap(paired=True)``). Returns ``(diff, ci_low, ci_high)``; deterministic for
+    a given ``seed``.
     """
     a = np.asarray(challenger, dtype=bool)
     z = np.asarray(champion, dtype=bool)
@@ -89,22 +68,21 @@ def paired_bootstrap(challenger: Sequence[bool], champion: Sequence[bool], *, n_
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
-    d = a.astype(np.int8) - z.astype(np.int8)  # +1, 0 or −1 per item
-    diff = int(d.sum()) / n
-    if not d.any():  # identical verdicts: every resample is 0
+    diff = (int(a.sum()) - int(z.sum())) / n
+    if not np.any(a != z):  # identical verdicts: every resample is 0 (scipy would warn of degenerate data)
         return diff, 0.0, 0.0
+    if n == 1:  # every resample is the one item (scipy needs two observations to resample)
+        return diff, diff, diff
 
-    rng = np.random.default_rng(seed)
-    sums = np.empty(n_resamples, dtype=np.int64)
-    rows = max(1, _CHUNK_CELLS // n)
-    index_dtype = np.int32 if n < 2**31 else np.int64
-    for start in range(0, n_resamples, rows):
-        stop = min(n_resamples, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n), dtype=index_dtype)
-        sums[start:stop] = d[idx].sum(axis=1, dtype=np.int64)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(sums / n, [tail, 1.0 - tail])
-    return diff, float(low), float(high)
+    from scipy.stats import bootstrap
+
+    def accuracy_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return x.mean(axis=axis) - y.mean(axis=axis)
+
+    res = bootstrap((a.astype(np.float64), z.astype(np.float64)), accuracy_diff, paired=True, vectorized=True,
+                    n_resamples=n_resamples, batch=max(1, _CHUNK_CELLS // n), confidence_level=confidence,
+                    method="percentile", rng=np.random.default_rng(seed))
+    return diff, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 @dataclass
