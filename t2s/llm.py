@@ -3,8 +3,9 @@
 :class:`LLMClient` talks to OpenAI, Azure OpenAI, any OpenAI-compatible server, or the bundled local
 llama.cpp server (see :mod:`t2s.local_llm`) through the ``openai`` package, with:
 
-- our own retry loop (the ``openai`` client is built with ``max_retries=0``): exponential backoff with
-  jitter on 408/409/429/5xx, timeouts and connection errors, honouring ``Retry-After``;
+- our own retry loop (the ``openai`` client is built with ``max_retries=0``; why, see
+  :meth:`LLMClient.complete`): exponential backoff with jitter on 408/409/429/5xx, timeouts and
+  connection errors, honouring ``Retry-After``;
 - a bound on requests in flight (``settings.llm_concurrency``);
 - a persistent SQLite completion cache keyed by (model, messages, params), so reruns cost nothing;
 - errors mapped onto :mod:`t2s.errors` (``LLMAuthError``, ``LLMUnavailable``, ``LLMError``, ``ConfigError``).
@@ -401,6 +402,13 @@ class LLMClient:
         client = self._openai()  # may start the local server: not part of the call's latency
         start = time.perf_counter()
         attempts = 0
+        # Our own retry loop, not the openai client's (built with max_retries=0). openai 2.x does honour
+        # Retry-After / retry-after-ms and jitters its backoff, but (read in openai/_base_client.py):
+        # - it sleeps inside ``create()``, i.e. while holding one of our ``llm_concurrency`` slots: a
+        #   rate-limited request would idle a slot for its whole wait; here the slot is released first;
+        # - a Retry-After above its 120 s cap makes it give up at once; here we wait the cap and retry;
+        # - its sleep is a hard-wired ``time.sleep`` and it does not report the attempts made, while the
+        #   tests inject ``sleep`` and :class:`Completion` / the error messages carry the attempt count.
         while True:
             attempts += 1
             try:
