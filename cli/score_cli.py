@@ -23,7 +23,8 @@ def score(
     workers: Annotated[int, typer.Option(help="Processes; 0 picks from item count and cores.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write per-item verdicts (JSONL) here.")] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="Write the metrics (JSON) here.")] = None,
-    exact_match: Annotated[bool, typer.Option(help="Also compute sqlglot-normalized exact match.")] = True,
+    exact_match: Annotated[bool, typer.Option(
+        help="Also compute sqlglot-normalized exact match (8-16 ms per matched item; off by default).")] = False,
     cache: Annotated[bool, typer.Option(help="Reuse gold results across runs (cache dir: T2S_CACHE_DIR).")] = True,
     allow_invalid: Annotated[bool, typer.Option(help="Score even if the dataset failed validation.")] = False,
 ) -> None:

@@ -22,7 +22,7 @@ class ItemVerdict(BaseModel):
     category: str
     match: bool
     error_class: str | None
-    exact_match: bool
+    exact_match: bool | None  # None: not computed (``t2s score`` computes it only with --exact-match)
     valid_sql: bool
     detail: str = ""
     gold_rows: int | None = None
@@ -43,7 +43,7 @@ class Bucket(BaseModel):
 class Metrics(BaseModel):
     count: int
     execution_accuracy: float
-    exact_match: float
+    exact_match: float | None  # None when any verdict did not compute it
     valid_sql_rate: float
     by_difficulty: dict[str, Bucket]
     by_category: dict[str, Bucket]
@@ -51,8 +51,9 @@ class Metrics(BaseModel):
 
     def flat(self) -> dict[str, float]:
         """Flat metric names, as logged to MLflow (``execution_accuracy/hard`` …)."""
-        out = {"execution_accuracy": self.execution_accuracy, "exact_match": self.exact_match,
-               "valid_sql_rate": self.valid_sql_rate}
+        out = {"execution_accuracy": self.execution_accuracy, "valid_sql_rate": self.valid_sql_rate}
+        if self.exact_match is not None:
+            out["exact_match"] = self.exact_match
         out |= {f"execution_accuracy/{k}": b.accuracy for k, b in self.by_difficulty.items()}
         out |= {f"execution_accuracy/category/{k}": b.accuracy for k, b in self.by_category.items()}
         out |= {f"error_rate/{k}": v for k, v in self.error_rates.items()}
@@ -73,7 +74,8 @@ def summarize(verdicts: Iterable[ItemVerdict]) -> Metrics:
     return Metrics(
         count=n,
         execution_accuracy=sum(v.match for v in items) / n if n else 0.0,
-        exact_match=sum(v.exact_match for v in items) / n if n else 0.0,
+        exact_match=(None if any(v.exact_match is None for v in items)
+                     else sum(bool(v.exact_match) for v in items) / n if n else 0.0),
         valid_sql_rate=sum(v.valid_sql for v in items) / n if n else 0.0,
         by_difficulty={k: Bucket(count=diff[k][0], correct=diff[k][1]) for k in ordered_diff},
         by_category={k: Bucket(count=c, correct=m) for k, (c, m) in sorted(cat.items())},

@@ -61,8 +61,8 @@ class _Scorer:
                               timeout_s=self.config.timeout_s, max_rows=self.config.max_rows,
                               gold_cache=self.cache)
         # Queries with one canonical form return the same rows, so only execution matches can be exact.
-        exact = bool(self.config.exact_match and out.match and out.pred_tree is not None
-                     and self._exact(ex, out.pred_tree, targets[0]))
+        exact = (bool(out.match and out.pred_tree is not None and self._exact(ex, out.pred_tree, targets[0]))
+                 if self.config.exact_match else None)
         return ItemVerdict(id=ex.id, db_id=ex.db_id, difficulty=ex.difficulty, category=ex.category,
                            match=out.match, error_class=out.error_class, exact_match=exact,
                            valid_sql=out.valid_sql, detail=out.detail,

@@ -26,7 +26,8 @@ def metrics_tables(m: Metrics) -> list[Table]:
     overall = Table(title="Overall", title_justify="left")
     for col in ("items", "execution accuracy", "exact match (normalized)", "valid SQL"):
         overall.add_column(col, justify="right")
-    overall.add_row(str(m.count), _pct(m.execution_accuracy), _pct(m.exact_match), _pct(m.valid_sql_rate))
+    exact = "not computed (--exact-match)" if m.exact_match is None else _pct(m.exact_match)
+    overall.add_row(str(m.count), _pct(m.execution_accuracy), exact, _pct(m.valid_sql_rate))
     tables = [overall, _bucket_table("By difficulty", m.by_difficulty), _bucket_table("By category", m.by_category)]
     if m.error_rates:
         errors = Table(title="Errors", title_justify="left")
