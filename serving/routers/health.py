@@ -1,0 +1,85 @@
+"""``GET /health`` (liveness: the process answers) and ``GET /health/ready`` (can it serve well?)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyio import to_thread
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from serving.deps import LimiterDep, ServiceDep
+from serving.schemas import CheckPublic, ReadyPublic
+from serving.service import Service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _endpoint_check(client: Any) -> CheckPublic:
+    import httpx
+
+    if client.provider == "local" and client.base_url == "(not started yet)":
+        return CheckPublic(status="ok", detail="local model server starts at the first request")
+    if client.provider == "azure":
+        return CheckPublic(status="ok", detail="not probed (Azure)")
+    try:
+        with httpx.Client(timeout=2.0, trust_env=False) as http:
+            r = http.get(client.base_url.rstrip("/") + "/models")
+        return CheckPublic(status="ok", detail=f"reachable (GET /models: HTTP {r.status_code})")
+    except httpx.HTTPError as exc:
+        return CheckPublic(status="error", detail=f"{client.base_url}: {type(exc).__name__}: {exc}")
+
+
+def readiness(service: Service) -> ReadyPublic:
+    from serving.variants import _mlflow_client
+
+    try:
+        _mlflow_client(service.settings).search_registered_models(max_results=1)
+        registry = CheckPublic(status="ok")
+    except Exception as exc:
+        registry = CheckPublic(status="error", detail=f"{service.settings.mlflow_tracking_uri}: {exc}; serving "
+                                                      "the versions loaded before")
+    if registry.status == "ok" and service.variants.last_error:
+        registry = CheckPublic(status="degraded", detail=service.variants.last_error)
+    endpoints = {c.where: _endpoint_check(c) for c in service.variants._clients.values()}
+    dbs: dict[str, CheckPublic] = {}
+    for name, pool in service.databases.pools.items():
+        try:
+            pool.check()
+            dbs[name] = CheckPublic(status="ok", detail=pool.spec.engine)
+        except Exception as exc:
+            dbs[name] = CheckPublic(status="error", detail=str(exc))
+    try:
+        service.store.ping()
+        store = CheckPublic(status="ok", detail=service.store.engine.dialect.name)
+    except Exception as exc:
+        store = CheckPublic(status="error", detail=str(exc))
+    exp = service.experiment
+    variants = {v.name: ({"loaded": True, "model_version": lv.model_version, "prompt_version": lv.prompt_version,
+                          "loaded_at": lv.loaded_at.isoformat(timespec="seconds")}
+                         if (lv := service.variants.get(v.name)) else {"loaded": False})
+                for v in exp.variants}
+    all_loaded = all(item["loaded"] for item in variants.values())
+    if store.status == "error" or not any(item["loaded"] for item in variants.values()):
+        status = "not_ready"
+    elif (not all_loaded or registry.status != "ok" or any(c.status != "ok" for c in endpoints.values())
+          or any(c.status != "ok" for c in dbs.values())):
+        status = "degraded"
+    else:
+        status = "ready"
+    return ReadyPublic(status=status, registry=registry, model_endpoints=endpoints, databases=dbs, store=store,  # type: ignore[arg-type]
+                       experiment=exp.name, variants=variants)
+
+
+@router.get("/health/ready", response_model=ReadyPublic, responses={503: {"model": ReadyPublic}})
+async def ready(service: ServiceDep, limiter: LimiterDep) -> Any:
+    """Registry, model endpoints, databases and store, each with its status. 503 when nothing can be served."""
+    result = await to_thread.run_sync(readiness, service, limiter=limiter)
+    if result.status == "not_ready":
+        return JSONResponse(result.model_dump(mode="json"), status_code=503)
+    return result

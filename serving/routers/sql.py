@@ -1,0 +1,37 @@
+"""``POST /v1/sql``: a question in, SQL (and rows) out, through the experiment's variant for this user."""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException
+
+from serving.deps import LimiterDep, ServiceDep
+from serving.schemas import ErrorPublic, SqlCreate, SqlPublic
+
+router = APIRouter(prefix="/v1", tags=["sql"])
+
+
+@router.post("/sql", response_model=SqlPublic, responses={
+    404: {"model": ErrorPublic, "description": "Unknown database."},
+    422: {"model": ErrorPublic, "description": "Malformed body, empty or too long question."},
+    503: {"model": ErrorPublic, "description": "The model endpoint or the variant is unavailable."}})
+async def create_sql(body: SqlCreate, service: ServiceDep, limiter: LimiterDep) -> SqlPublic:
+    """Generate SQL for the question with the user's variant; execute it read-only unless ``execute`` is
+    false. Refused SQL is never executed: ``outcome`` is ``guard_refused`` and ``detail`` says why. Every
+    request is recorded under the returned ``query_id``."""
+    question = body.question.strip()
+    if not question:
+        raise HTTPException(422, "question is blank")
+    if len(question) > service.settings.serve_max_question_chars:
+        raise HTTPException(422, f"question is {len(question)} characters; the limit is "
+                                 f"{service.settings.serve_max_question_chars} (T2S_SERVE_MAX_QUESTION_CHARS)")
+    answer = await to_thread.run_sync(service.answer, question, body.database, body.user_id, body.execute,
+                                      body.max_rows, limiter=limiter)
+    rec = answer.record
+    if answer.llm_down:
+        raise HTTPException(503, f"the model endpoint failed: {rec.detail} (query {rec.query_id} recorded as "
+                                 "llm_error)")
+    return SqlPublic(query_id=rec.query_id, outcome=rec.outcome, sql=rec.sql, dialect=answer.dialect,  # type: ignore[arg-type]
+                     detail=rec.detail, columns=answer.columns, rows=answer.rows, truncated=answer.truncated,
+                     experiment=rec.experiment, variant=rec.variant, prompt_version=rec.prompt_version or "",
+                     model_version=rec.model_version or "", latency_ms=round(rec.latency_ms, 2))

@@ -1,0 +1,101 @@
+"""Request and response bodies of the HTTP API: ``Create`` (in, ``extra="forbid"``) / ``Public`` (out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+Outcome = Literal["ok", "guard_refused", "sql_error", "empty", "timeout", "llm_error"]
+# Questions longer than this are refused by the schema; T2S_SERVE_MAX_QUESTION_CHARS may lower it further.
+QUESTION_HARD_LIMIT = 20_000
+
+
+class SqlCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=QUESTION_HARD_LIMIT,
+                          description="The question in natural language.", examples=["How many branches are there?"])
+    database: str = Field("bank", min_length=1, max_length=64, description="A served database name (GET /health/ready lists them).")
+    user_id: str | None = Field(None, min_length=1, max_length=256,
+                                description="Stable id of the end user: keeps them on one variant. Without it "
+                                            "the variant is chosen at random and reported separately.")
+    execute: StrictBool = Field(True, description="Run the SQL (read-only) and return rows.")
+    max_rows: int | None = Field(None, ge=1, le=100_000, description="Rows to return (capped by the service).")
+
+
+class SqlPublic(BaseModel):
+    query_id: str = Field(description="Send it back with POST /v1/feedback.")
+    outcome: Outcome
+    sql: str | None = Field(description="The SQL in the database's dialect; null when none was produced.")
+    dialect: str
+    detail: str | None = Field(None, description="Why the SQL was refused or failed.")
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+    truncated: bool | None = None
+    experiment: str
+    variant: str
+    prompt_version: str
+    model_version: str
+    latency_ms: float
+
+
+class FeedbackCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: str = Field(min_length=1, max_length=36)
+    correct: StrictBool
+    corrected_sql: str | None = Field(None, min_length=1, max_length=QUESTION_HARD_LIMIT)
+    comment: str | None = Field(None, max_length=4000)
+
+
+class FeedbackPublic(BaseModel):
+    query_id: str
+    correct: bool
+    recorded_at: datetime
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    error: ErrorBody
+
+
+class CheckPublic(BaseModel):
+    status: Literal["ok", "degraded", "error"]
+    detail: str | None = None
+
+
+class ReadyPublic(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    registry: CheckPublic
+    model_endpoints: dict[str, CheckPublic]
+    databases: dict[str, CheckPublic]
+    store: CheckPublic
+    experiment: str
+    variants: dict[str, dict[str, Any]]
+
+
+class StopCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str | None = Field(description="Send all traffic to this variant; null resumes the split.")
+    reason: str | None = Field(None, max_length=1000)
+
+
+class ExperimentPublic(BaseModel):
+    name: str
+    salt_set: bool
+    control: str
+    status: str
+    variants: list[dict[str, Any]]
+
+
+class ReloadPublic(BaseModel):
+    experiment: str
+    variants: dict[str, str]
+    errors: list[str]

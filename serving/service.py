@@ -1,0 +1,199 @@
+"""The serving core: one question → variant → SQL → guard → rows, recorded.
+
+:class:`Service` holds what the app needs while it runs (settings, store, databases, the experiment and
+its loaded variants) and does the blocking work of one request in :meth:`Service.answer`, which the HTTP
+layer runs in its thread pool. Outcome classes (the report's guardrails):
+
+- ``ok``: SQL generated (and, when executed, rows returned);
+- ``empty``: executed, no rows;
+- ``guard_refused``: the SQL is not one read-only query — never executed; ``detail`` says why;
+- ``sql_error``: no usable SQL (none in the answer, unparseable) or the engine rejected it;
+- ``timeout``: stopped at the query timeout;
+- ``llm_error``: the model failed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from serving.assignment import assign
+from serving.config import ExperimentConfig, load_experiment
+from serving.databases import Databases
+from serving.store import QueryRecord, Store, user_hash
+from serving.variants import LoadedVariant, VariantSet
+from t2s.errors import ConfigError, LLMError, SqlError, SqlRefused, SqlTimeout, Text2SQLError
+from t2s.settings import Settings
+
+
+class UnknownDatabase(Text2SQLError):
+    pass
+
+
+class VariantUnavailable(Text2SQLError):
+    pass
+
+
+@dataclass
+class Answer:
+    record: QueryRecord
+    dialect: str
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+    truncated: bool | None = None
+    llm_down: bool = False
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+_FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
+
+
+def _guard_refusal(text: str, dialect: str) -> str | None:
+    """The guard's reason for refusing the statement in a model answer that holds no SELECT, if any."""
+    from t2s.guard import guard_select
+
+    fenced = _FENCE.search(text or "")
+    candidate = (fenced.group(1) if fenced else text or "").strip()
+    if not candidate:
+        return None
+    try:
+        guard_select(candidate, dialect)
+    except SqlRefused as exc:
+        return str(exc)
+    except SqlError:
+        return None
+    return None
+
+
+class Service:
+    def __init__(self, settings: Settings, store: Store, databases: Databases) -> None:
+        self.settings = settings
+        self.store = store
+        self.databases = databases
+        self.experiment: ExperimentConfig = load_experiment(settings.serve_experiment_file)
+        self.variants = VariantSet(settings)
+        self._status: tuple[float, str | None] = (0.0, None)
+        self._status_lock = threading.Lock()
+
+    # -- lifecycle
+
+    def load(self) -> list[str]:
+        """Load (or reload) the experiment file and its variants; returns the errors (kept serving)."""
+        errors: list[str] = []
+        try:
+            self.experiment = load_experiment(self.settings.serve_experiment_file)
+        except ConfigError as exc:
+            errors.append(f"experiment file: {exc}")
+        errors += self.variants.load(self.experiment)
+        for v in self.variants.variants.values():  # warm schema introspection outside request threads
+            for pool in self.databases.pools.values():
+                try:
+                    v.generator.messages("warm-up", pool.schema_target)
+                except Exception as exc:
+                    errors.append(f"database {pool.spec.name!r} for variant {v.name!r}: {exc}")
+        self._status = (0.0, None)
+        return errors
+
+    def close(self) -> None:
+        self.variants.close()
+        self.databases.close()
+        self.store.close()
+
+    # -- experiment status
+
+    def stopped_variant(self) -> str | None:
+        """The variant a stopped experiment serves (read from the store, cached for a second)."""
+        now = time.monotonic()
+        fetched, value = self._status
+        if now - fetched < self.settings.serve_status_ttl_s:
+            return value
+        with self._status_lock:
+            value = self.store.stopped_variant(self.experiment.name)
+            self._status = (time.monotonic(), value)
+        return value
+
+    def status_label(self) -> str:
+        stopped = self.stopped_variant()
+        return f"stopped:{stopped}" if stopped else "running"
+
+    # -- one request
+
+    def answer(self, question: str, database: str, user_id: str | None, execute: bool,
+               max_rows: int | None) -> Answer:
+        start = time.perf_counter()
+        pool = self.databases.get(database)
+        if pool is None:
+            raise UnknownDatabase(f"unknown database {database!r}; served: {', '.join(self.databases.names)}")
+        exp = self.experiment
+        stopped = self.stopped_variant()
+        if stopped is not None and stopped not in {v.name for v in exp.variants}:
+            stopped = None
+        choice = assign(exp.salt, exp.weights, user_id, stopped_variant=stopped)
+        variant = self.variants.get(choice.variant)
+        if variant is None:
+            raise VariantUnavailable(f"variant {choice.variant!r} is not loaded ({self.variants.last_error}); "
+                                     "fix the registry or the experiment file, then POST /admin/reload")
+        outcome, sql, detail, columns, rows, truncated, llm_down = self._run(variant, pool, question, execute,
+                                                                              max_rows)
+        key = self.settings.serve_user_hash_key.get_secret_value()
+        record = QueryRecord(
+            query_id=str(uuid.uuid4()), ts=datetime.now(UTC),
+            user_hash=user_hash(key, user_id) if user_id else None,
+            user_id=user_id if (user_id and self.settings.serve_store_raw_user_id) else None,
+            random_assignment=choice.random_assignment, experiment=exp.name, variant=variant.name,
+            prompt_version=variant.prompt_version, model_version=variant.model_version, model=variant.model,
+            database=database, question=question, sql=sql, outcome=outcome, detail=detail or None,
+            latency_ms=(time.perf_counter() - start) * 1000.0, rows_returned=None if rows is None else len(rows))
+        self.store.record(record)
+        return Answer(record, pool.dialect, columns, rows, truncated, llm_down)
+
+    def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, max_rows: int | None
+             ) -> tuple[str, str | None, str, list[str] | None, list[list[Any]] | None, bool | None, bool]:
+        from t2s.guard import guard_select
+
+        try:
+            gen = variant.generator.generate(question, pool.schema_target)
+        except LLMError as exc:  # unreachable endpoint or rejected credentials
+            return "llm_error", None, str(exc), None, None, None, True
+        if gen.error is not None:
+            outcome = {"refused": "guard_refused", "llm_error": "llm_error"}.get(gen.error, "sql_error")
+            detail = f"{gen.error}: {gen.detail}"
+            if gen.error == "no_sql":  # e.g. an answer that is only `DROP TABLE …`: say the guard refuses it
+                refusal = _guard_refusal(gen.raw_text, variant.generator.spec.dialect)
+                if refusal:
+                    outcome, detail = "guard_refused", f"refused: {refusal}"
+            # the answer is kept for the record; it is never executed
+            return outcome, gen.raw_text.strip() or None, detail, None, None, None, False
+        sql = gen.sql
+        assert sql is not None
+        try:
+            guard_select(sql, pool.dialect)  # the scorer's check again, in the engine's dialect
+        except SqlError as exc:
+            return ("guard_refused" if isinstance(exc, SqlRefused) else "sql_error"), sql, str(exc), \
+                None, None, None, False
+        if not execute:
+            return "ok", sql, "", None, None, None, False
+        cap = min(max_rows or self.settings.serve_max_rows, self.settings.serve_max_rows)
+        try:
+            with pool.target() as target:
+                result = target.execute(sql, timeout_s=self.settings.query_timeout_s, max_rows=cap)
+        except SqlTimeout as exc:
+            return "timeout", sql, str(exc), None, None, None, False
+        except SqlRefused as exc:
+            return "guard_refused", sql, str(exc), None, None, None, False
+        except SqlError as exc:
+            return "sql_error", sql, f"{exc.error_class}: {exc}", None, None, None, False
+        rows = [[_jsonable(v) for v in row] for row in result.rows]
+        return ("ok" if rows else "empty"), sql, "", list(result.columns), rows, result.truncated, False

@@ -1,0 +1,280 @@
+"""The request/feedback store: every served request and every label, in a real database.
+
+SQLAlchemy 2 Core over SQLite (WAL, the default) or PostgreSQL (``postgresql+psycopg://…``); the schema is
+owned by the Alembic migrations in ``serving/migrations`` (:func:`migrate`). Tables:
+
+- ``queries``: one row per request that reached generation — query id, time, user hash (the raw id only
+  when ``T2S_SERVE_STORE_RAW_USER_ID`` is set), experiment, variant, prompt and model versions, database,
+  question, SQL, outcome class, detail, latency, rows returned.
+- ``feedback``: at most one label per query (primary key = query id). **A second label is refused**
+  (:class:`LabelExists`, HTTP 409): labels are the evidence behind the experiment report, and letting a
+  double submit or a second reviewer silently overwrite the first would change results already read.
+- ``experiment_status``: an experiment stopped on one variant; every process and replica reads it, so
+  stopping needs no restart.
+
+Concurrent writers lose nothing: on SQLite each write transaction starts with ``BEGIN IMMEDIATE`` under a
+30 s busy timeout (a deferred transaction that reads first can deadlock on the lock upgrade); on PostgreSQL
+each write is one short transaction from a connection pool sized for the serving thread pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from t2s.errors import ConfigError, Text2SQLError
+
+OUTCOMES = ("ok", "guard_refused", "sql_error", "empty", "timeout", "llm_error")
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+metadata = sa.MetaData()
+
+queries = sa.Table(
+    "queries", metadata,
+    sa.Column("query_id", sa.String(36), primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("user_hash", sa.String(64), nullable=True, index=True),
+    sa.Column("user_id", sa.Text, nullable=True),
+    sa.Column("random_assignment", sa.Boolean, nullable=False),
+    sa.Column("experiment", sa.String(64), nullable=False, index=True),
+    sa.Column("variant", sa.String(64), nullable=False),
+    sa.Column("prompt_version", sa.String(200), nullable=True),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("database", sa.String(64), nullable=False),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("sql", sa.Text, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("rows_returned", sa.Integer, nullable=True),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("query_id", sa.String(36), sa.ForeignKey("queries.query_id"), primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("correct", sa.Boolean, nullable=False),
+    sa.Column("corrected_sql", sa.Text, nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+)
+
+experiment_status = sa.Table(
+    "experiment_status", metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("stopped_variant", sa.String(64), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+)
+
+
+class UnknownQuery(Text2SQLError):
+    """No request with this query id was recorded."""
+
+
+class LabelExists(Text2SQLError):
+    """The query already has a label; the first label stands."""
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    query_id: str
+    ts: datetime
+    user_hash: str | None
+    user_id: str | None
+    random_assignment: bool
+    experiment: str
+    variant: str
+    prompt_version: str | None
+    model_version: str | None
+    model: str | None
+    database: str
+    question: str
+    sql: str | None
+    outcome: str
+    detail: str | None
+    latency_ms: float
+    rows_returned: int | None
+
+
+def user_hash(key: str, user_id: str) -> str:
+    """A keyed hash of the user id: stable, not reversible without the key."""
+    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def make_engine(url: str, pool_size: int = 20) -> sa.Engine:
+    """An engine for ``url`` with the SQLite recipe (WAL, busy timeout, BEGIN IMMEDIATE) when it is SQLite."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"T2S_SERVE_STORE_URL is not a database URL: {url!r} (e.g. sqlite:///serving.db or "
+                          "postgresql+psycopg://user@host/db)", field="serve_store_url") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None,
+                                                     "timeout": 30}, pool_size=pool_size, max_overflow=pool_size)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent; safe from several processes)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":  # one migrator at a time across processes and replicas
+            conn.exec_driver_sql("SELECT pg_advisory_lock(74321)")
+            conn.commit()
+        try:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        finally:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(74321)")
+                conn.commit()
+
+
+class Store:
+    """Recording and reading requests, labels and experiment status. Thread-safe (one engine, pooled)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 20, run_migrations: bool = True) -> Store:
+        engine = make_engine(url, pool_size)
+        if run_migrations:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(1))
+
+    # -- requests
+
+    def record(self, rec: QueryRecord) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(queries.insert(), [rec.__dict__])
+
+    def get(self, query_id: str) -> QueryRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(queries).where(queries.c.query_id == query_id)).mappings().first()
+        return None if row is None else QueryRecord(**{**row, "ts": _utc(row["ts"])})
+
+    # -- labels
+
+    def label(self, query_id: str, correct: bool, corrected_sql: str | None, comment: str | None) -> datetime:
+        """Record the one label of ``query_id``; :class:`UnknownQuery` or :class:`LabelExists` otherwise."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            known = conn.execute(sa.select(queries.c.query_id).where(queries.c.query_id == query_id)).first()
+            if known is None:
+                raise UnknownQuery(f"no request with query_id {query_id!r} was recorded; use the query_id "
+                                   "returned by POST /v1/sql")
+            previous = conn.execute(sa.select(feedback.c.correct, feedback.c.ts)
+                                    .where(feedback.c.query_id == query_id)).first()
+            if previous is not None:
+                raise LabelExists(f"query {query_id} was already labelled correct={previous[0]} at "
+                                  f"{_utc(previous[1]).isoformat(timespec='seconds')}; the first label stands")
+            try:
+                conn.execute(feedback.insert(), [{"query_id": query_id, "ts": now, "correct": correct,
+                                                  "corrected_sql": corrected_sql, "comment": comment}])
+            except sa.exc.IntegrityError as exc:  # a concurrent label won the race
+                raise LabelExists(f"query {query_id} was already labelled; the first label stands") from exc
+        return now
+
+    # -- experiment status
+
+    def stopped_variant(self, experiment: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(experiment_status.c.stopped_variant)
+                               .where(experiment_status.c.experiment == experiment)).first()
+        return None if row is None else row[0]
+
+    def set_stopped(self, experiment: str, variant: str | None, reason: str | None = None) -> None:
+        """Stop ``experiment`` on ``variant`` (all traffic there), or resume it with ``None``."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            done = conn.execute(experiment_status.update().where(experiment_status.c.experiment == experiment)
+                                .values(stopped_variant=variant, updated_at=now, reason=reason)).rowcount
+            if not done:
+                conn.execute(experiment_status.insert(), [{"experiment": experiment, "stopped_variant": variant,
+                                                           "updated_at": now, "reason": reason}])
+
+    # -- reading for reports and exports
+
+    def records_frame(self, experiment: str) -> Any:
+        """The experiment's requests joined with their labels, as the report contract's DataFrame."""
+        import pandas as pd
+
+        stmt = (sa.select(queries.c.query_id, queries.c.ts, queries.c.variant, queries.c.user_hash,
+                          queries.c.random_assignment, queries.c.outcome, queries.c.latency_ms,
+                          queries.c.rows_returned, feedback.c.correct)
+                .select_from(queries.outerjoin(feedback, feedback.c.query_id == queries.c.query_id))
+                .where(queries.c.experiment == experiment).order_by(queries.c.ts))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        cols = ["query_id", "ts", "variant", "user_hash", "random_assignment", "outcome", "latency_ms",
+                "rows_returned", "correct"]
+        df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
+        df["query_id"] = df["query_id"].astype(object)
+        df["ts"] = pd.to_datetime([_utc(t) for t in df["ts"]], utc=True).astype("datetime64[ns, UTC]")
+        df["variant"] = df["variant"].astype(object)
+        df["user_hash"] = df["user_hash"].astype(object).where(df["user_hash"].notna(), None)
+        df["random_assignment"] = df["random_assignment"].astype(bool)
+        df["outcome"] = df["outcome"].astype(object)
+        df["latency_ms"] = df["latency_ms"].astype(float)
+        df["rows_returned"] = pd.array(df["rows_returned"].tolist(), dtype="Int64")
+        df["correct"] = pd.array([None if pd.isna(v) else bool(v) for v in df["correct"]], dtype="boolean")
+        return df
+
+    def labelled_corrections(self) -> list[dict[str, Any]]:
+        """Labels that carry a corrected SQL, with their request: candidates for the golden set."""
+        stmt = (sa.select(queries.c.query_id, queries.c.question, queries.c.database, queries.c.sql,
+                          queries.c.experiment, queries.c.variant, feedback.c.correct, feedback.c.corrected_sql,
+                          feedback.c.comment, feedback.c.ts)
+                .select_from(queries.join(feedback, feedback.c.query_id == queries.c.query_id))
+                .where(feedback.c.corrected_sql.is_not(None)).order_by(feedback.c.ts))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def counts(self) -> tuple[int, int]:
+        """(requests, labels) recorded."""
+        with self.engine.connect() as conn:
+            return (int(conn.execute(sa.select(sa.func.count()).select_from(queries)).scalar_one()),
+                    int(conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()))
+
+
+def _utc(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
