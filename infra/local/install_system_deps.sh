@@ -1,28 +1,39 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite needs when they are missing: a PostgreSQL server
-# (the execution-target tests start a private cluster from its binaries). Debian/Ubuntu via apt-get.
+# Installs the system packages the test suite needs when they are missing (Debian/Ubuntu via apt-get):
+# - a PostgreSQL server (the execution-target tests start a private cluster from its binaries);
+# - Chromium and a font (the experiment report page is rendered headless and screenshotted).
 set -euo pipefail
+
+missing=()
 
 have_postgres() {
   compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || command -v pg_ctl >/dev/null
 }
+have_postgres || missing+=(postgresql)
 
-if have_postgres; then
+# Chromium: tests/test_experiment_report.py (T2S_REQUIRE_BROWSER makes a missing browser a failure).
+have_chromium() {
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null
+}
+have_chromium || missing+=(chromium fonts-dejavu-core)
+
+if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null; then
-  echo "PostgreSQL server binaries not found and apt-get is unavailable: install PostgreSQL (pg_ctl, initdb)" >&2
-  echo "or set T2S_TEST_POSTGRES_DSN to an existing server." >&2
+  echo "missing system packages (${missing[*]}) and apt-get is unavailable: install them by hand." >&2
+  echo "PostgreSQL needs pg_ctl and initdb, or set T2S_TEST_POSTGRES_DSN to an existing server." >&2
   exit 1
 fi
 SUDO=""
 if [ "$(id -u)" != "0" ]; then
   if command -v sudo >/dev/null; then SUDO="sudo"; else
-    echo "PostgreSQL is missing and installing it needs root: run 'apt-get install postgresql' as root." >&2
+    echo "missing system packages (${missing[*]}) and installing them needs root: run 'apt-get install ${missing[*]}' as root." >&2
     exit 1
   fi
 fi
-echo "installing PostgreSQL server (apt-get)…"
+echo "installing ${missing[*]} (apt-get)…"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 have_postgres
+have_chromium
