@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from t2s.errors import DatasetError
-from t2s.fileio import first_validation_error, read_yaml_mapping
+from t2s.execution import Target, open_target
+from t2s.fileio import file_digest, first_validation_error, read_yaml_mapping
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard", "extra")
 CATEGORIES: tuple[str, ...] = (
@@ -137,25 +138,6 @@ class Dataset:
         return hashlib.md5(blob).hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """md5 of a file, computed once while its size and modification time stay the same."""
-    st = path.stat()
-    return _file_digest(str(path), st.st_size, st.st_mtime_ns)
-
-
-@lru_cache(maxsize=1024)
-def _file_digest(path: str, _size: int, _mtime_ns: int) -> str:
-    return file_md5(Path(path))
-
-
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_manifest(root: Path) -> DatasetManifest:
     path = root / MANIFEST
     if not path.is_file():
@@ -237,21 +219,19 @@ def db_locations(dataset: Dataset, db_id: str) -> tuple[str, ...]:
     return tuple(str(p) for p in paths)
 
 
-def open_location(engine: str, location: str, postgres_dsn: str | None = None):  # type: ignore[no-untyped-def]
+def open_location(engine: str, location: str, postgres_dsn: str | None = None) -> Target:
     """The execution target for one location from :func:`db_locations`."""
-    from t2s.execution import open_target
-
     if engine == "postgres":
         return open_target("postgres", postgres_dsn or "", schema=location)
     return open_target(engine, location)
 
 
-def open_dbs(dataset: Dataset, db_id: str, postgres_dsn: str | None = None) -> list:  # type: ignore[type-arg]
+def open_dbs(dataset: Dataset, db_id: str, postgres_dsn: str | None = None) -> list[Target]:
     """Targets for ``db_id`` and its variants (the primary first)."""
     return [open_location(dataset.manifest.engine, loc, postgres_dsn) for loc in db_locations(dataset, db_id)]
 
 
-def open_db(dataset: Dataset, db_id: str | None = None, postgres_dsn: str | None = None):  # type: ignore[no-untyped-def]
+def open_db(dataset: Dataset, db_id: str | None = None, postgres_dsn: str | None = None) -> Target:
     """The execution target for ``db_id`` (default: the dataset's only database)."""
     if db_id is None:
         if len(dataset.manifest.databases) != 1:

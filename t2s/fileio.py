@@ -1,11 +1,13 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file."""
+"""Atomic file writes (a reader, or a crash, never sees half a file) and cached file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,22 @@ def first_validation_error(exc: Any) -> tuple[str, str]:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "(file)"
     return field, str(err["msg"]).removeprefix("Value error, ")
+
+
+def file_digest(path: Path) -> str:
+    """md5 of a file, computed once while its size and modification time stay the same."""
+    st = path.stat()
+    return _file_digest(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=1024)
+def _file_digest(path: str, _size: int, _mtime_ns: int) -> str:
+    return file_md5(Path(path))
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

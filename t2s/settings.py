@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     audit_log: Path = Field(Path("audit/promotions.jsonl"), description="Append-only log of every alias move.")
     actor: str | None = Field(None, description="Who promotes (default: the OS user); recorded in the audit log.")
 
+    # --- safe execution (see t2s/sandbox.py) ---
+    sandbox_workers: int = Field(4, ge=1, description="SQL worker processes per process: queries that run at once.")
+    sandbox_memory_mb: int = Field(2048, ge=256, description="Address-space limit of one SQL worker process.")
+    sandbox_grace_s: float = Field(0.5, ge=0.1, le=1.0,
+                                   description="How long past its timeout a query may run before its worker is killed.")
+
     # --- the LLM (see t2s/llm.py) ---
     llm_provider: Literal["local", "openai", "azure", "compatible"] = Field(
         "local", description="local: the bundled llama.cpp server; compatible: any OpenAI-compatible base_url.")

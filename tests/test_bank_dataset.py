@@ -12,7 +12,8 @@ from evals.predictions import gold_as_predictions, load_predictions
 from evals.scoring import ScoreConfig, score_dataset
 from evals.validation import validate_dataset
 from pipelines.build_bank import build_bank_database
-from t2s.datasets import CATEGORIES, DIFFICULTIES, file_md5, load_dataset
+from t2s.datasets import CATEGORIES, DIFFICULTIES, load_dataset
+from t2s.fileio import file_md5
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.data

@@ -1,0 +1,312 @@
+"""Killable worker processes that run untrusted SQL, so that no query can outlive its timeout.
+
+Engine timeouts only fire between steps of the engine's own loop. One long function call
+(``printf('%.*c', 1e9)``, ``repeat('x', 1e9)``), a planner blow-up, or an engine bug that aborts the
+process slips past them. So every query runs in a worker process:
+
+- the caller waits at most ``timeout_s + grace_s``; past that the worker is killed (SIGKILL) and the
+  caller gets :class:`~t2s.errors.SqlTimeout`; a replacement starts on the next query;
+- a worker that dies (``SIGABRT`` from an engine, the memory limit) gives the caller a
+  :class:`~t2s.errors.SqlExecutionError` naming the signal; the caller's process never dies of a query;
+- each worker limits its own address space (``RLIMIT_AS``), file writes (``RLIMIT_FSIZE``) and core dumps,
+  so memory stays bounded even where an engine has no limit of its own;
+- workers keep engine sessions open between queries (see :mod:`t2s.engines` for how each session resets),
+  are reused across calls, and exit when their parent goes away.
+
+The pool is shared by the threads of a process (``max_workers`` queries run at once; more wait for a free
+worker). Requests and replies are length-prefixed pickles on the worker's stdin and a private pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from t2s import errors
+from t2s.engines import EngineLimits, QueryResult
+
+_HEADER = struct.Struct(">Q")
+_DEFAULT_LIMITS = EngineLimits()
+MAX_REPLY_BYTES = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """Where a query runs; workers open (and cache) one engine session per spec."""
+
+    engine: str          # sqlite | duckdb | postgres
+    location: str        # file path, or DSN for postgres
+    schema: str | None = None
+    limits: EngineLimits = _DEFAULT_LIMITS
+
+
+class _WorkerGone(Exception):
+    pass
+
+
+class _Worker:
+    def __init__(self, memory_mb: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "t2s.sandbox", str(memory_mb)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        )
+
+    def call(self, request: tuple[Any, ...], deadline: float) -> tuple[Any, ...]:
+        blob = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(_HEADER.pack(len(blob)) + blob)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise _WorkerGone(self._how_it_died()) from exc
+        header = self._read(_HEADER.size, deadline)
+        (size,) = _HEADER.unpack(header)
+        return pickle.loads(self._read(size, deadline))
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        chunks: list[bytes] = []
+        while n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(fd, min(n, 1 << 20))
+            if not chunk:
+                raise _WorkerGone(self._how_it_died())
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def _how_it_died(self) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "the worker stopped answering"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"the worker was killed by {signal.Signals(-code).name}"
+        return f"the worker exited with code {code}"
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.proc.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()  # type: ignore[union-attr]
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=5)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class Sandbox:
+    """A pool of killable SQL workers (see the module docstring)."""
+
+    def __init__(self, max_workers: int = 4, memory_mb: int = 2048, grace_s: float = 0.5) -> None:
+        self.max_workers = max(1, max_workers)
+        self.memory_mb = memory_mb
+        self.grace_s = grace_s
+        self._idle: list[_Worker] = []
+        self._count = 0
+        self._cond = threading.Condition()
+        self.killed = 0  # workers killed at a deadline or found dead: visible to benchmarks and tests
+
+    def execute(self, spec: EngineSpec, sql: str, *, timeout_s: float, max_rows: int) -> QueryResult:
+        worker = self._acquire()
+        deadline = time.monotonic() + timeout_s + self.grace_s
+        try:
+            reply = worker.call(("run", spec, sql, float(timeout_s), int(max_rows)), deadline)
+        except TimeoutError:
+            self._discard(worker)
+            raise errors.SqlTimeout(
+                f"query exceeded the timeout ({timeout_s:g} s) and its worker was stopped") from None
+        except _WorkerGone as gone:
+            self._discard(worker)
+            raise errors.SqlExecutionError(
+                f"the {spec.engine} engine crashed on this query ({gone}); nothing else was affected") from None
+        except BaseException:
+            self._discard(worker)
+            raise
+        self._release(worker)
+        if reply[0] == "ok":
+            return QueryResult(*reply[1:])
+        _, kind, message = reply
+        cls = getattr(errors, kind, None)
+        if not (isinstance(cls, type) and issubclass(cls, errors.Text2SQLError)):
+            cls = errors.SqlExecutionError
+        raise cls(message)
+
+    def _acquire(self) -> _Worker:
+        with self._cond:
+            while True:
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive:
+                        return worker
+                    self._count -= 1
+                    worker.kill()
+                if self._count < self.max_workers:
+                    self._count += 1
+                    break
+                self._cond.wait()
+        try:
+            return _Worker(self.memory_mb)
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+
+    def _release(self, worker: _Worker) -> None:
+        with self._cond:
+            self._idle.append(worker)
+            self._cond.notify()
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.kill()
+        with self._cond:
+            self.killed += 1
+            self._count -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+        for worker in idle:
+            worker.kill()
+
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+def default_sandbox() -> Sandbox:
+    """The process's shared pool, sized by settings (``T2S_SANDBOX_WORKERS``, ``T2S_SANDBOX_MEMORY_MB``)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            from t2s.settings import get_settings
+
+            s = get_settings()
+            _default = Sandbox(s.sandbox_workers, s.sandbox_memory_mb, s.sandbox_grace_s)
+        return _default
+
+
+def _close_default() -> None:
+    if _default is not None:
+        _default.close()
+
+
+import atexit  # noqa: E402 - registered once the pool exists in this module
+
+atexit.register(_close_default)
+
+
+# --- the worker side ------------------------------------------------------------------------------------
+
+def _limit_resources(memory_mb: int) -> None:
+    import resource
+
+    limit = memory_mb << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _open_session(spec: EngineSpec) -> Any:
+    from pathlib import Path
+
+    from t2s import engines
+
+    if spec.engine == "sqlite":
+        return engines.SqliteSession(Path(spec.location), spec.limits)
+    if spec.engine == "duckdb":
+        return engines.DuckdbSession(Path(spec.location), spec.limits)
+    if spec.engine == "postgres":
+        return engines.PostgresSession(spec.location, spec.schema)
+    raise errors.ConfigError(f"unknown engine {spec.engine!r}; choose sqlite, duckdb or postgres")
+
+
+def _serve(memory_mb: int) -> None:
+    # Replies go to a private copy of stdout; the real fd 1 points at stderr so that nothing an engine
+    # prints can corrupt the protocol.
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    inp = os.fdopen(0, "rb", buffering=0)
+    _limit_resources(memory_mb)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    sessions: dict[EngineSpec, Any] = {}
+
+    def read_exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = inp.read(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    while True:
+        try:
+            (size,) = _HEADER.unpack(read_exact(_HEADER.size))
+            _, spec, sql, timeout_s, max_rows = pickle.loads(read_exact(size))
+        except EOFError:
+            return
+        reply: tuple[Any, ...]
+        try:
+            session = sessions.get(spec)
+            if session is None or not getattr(session, "usable", True):
+                if len(sessions) >= 16:
+                    old = sessions.pop(next(iter(sessions)))
+                    with contextlib.suppress(Exception):
+                        old.close()
+                session = sessions[spec] = _open_session(spec)
+            res = session.run(sql, timeout_s, max_rows)
+            reply = ("ok", res.columns, res.rows, res.truncated, res.elapsed_s)
+        except errors.Text2SQLError as exc:
+            reply = ("err", type(exc).__name__, exc.message)
+        except MemoryError:
+            reply = ("err", "SqlExecutionError", "the query ran out of memory and was stopped")
+        except RecursionError:
+            reply = ("err", "SqlRefused", "the query is nested too deeply to run")
+        except Exception as exc:  # an engine raising something unexpected must not kill the worker
+            reply = ("err", "SqlExecutionError", f"{type(exc).__name__}: {str(exc).strip()[:300]}")
+        try:
+            blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            blob = pickle.dumps(("err", "SqlExecutionError", f"result cannot be returned: {exc}"))
+        if len(blob) > MAX_REPLY_BYTES:
+            blob = pickle.dumps(("err", "SqlExecutionError",
+                                 f"result is larger than {MAX_REPLY_BYTES >> 20} MB; ask for fewer rows"))
+        out.write(_HEADER.pack(len(blob)) + blob)
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]) if len(sys.argv) > 1 else 2048)
