@@ -109,3 +109,32 @@ def test_slow_model_calls_overlap(client: TestClient, fake: FakeOpenAI) -> None:
     print(f"60 requests against a 1 s model: {elapsed:.2f} s, {fake.max_inflight} in flight at most")
     assert statuses == [200] * 60
     assert fake.max_inflight >= 40  # a serialized or small-pool design would show 1-4 here
+
+
+def test_report_endpoints_read_the_store(client: TestClient) -> None:
+    empty = client.get("/v1/experiments/ab/report")
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["has_data"] is False and empty.json()["experiment"] == "ab"
+    labels = {"champion": 0, "challenger": 0}
+    for i in range(30):
+        r = client.post("/v1/sql", json={"question": "How many customers are there?", "database": "shop",
+                                         "user_id": f"r{i}"}).json()
+        if i % 3:
+            client.post("/v1/feedback", json={"query_id": r["query_id"], "correct": r["variant"] == "challenger"})
+            labels[r["variant"]] += 1
+    client.post("/v1/sql", json={"question": "Which column is bogus?", "database": "shop"})  # anonymous
+    report = client.get("/v1/experiments/ab/report").json()
+    assert report["has_data"] is True and report["control"] == "champion"
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert sum(v["accuracy"]["requests"] for v in by_name.values()) == 30
+    for name, n in labels.items():
+        assert by_name[name]["accuracy"]["labelled"] == n
+        assert by_name[name]["offline_accuracy"] == pytest.approx(0.6 if name == "champion" else 0.7)
+    assert by_name["challenger"]["accuracy"]["online_accuracy"] in (None, 1.0)
+    assert by_name["champion"]["model_version"] == "1" and by_name["challenger"]["prompt_version"] == "demo@2"
+    assert sum(report["unassigned"]["requests_by_variant"].values()) == 1
+    page = client.get("/experiments/ab")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "challenger" in page.text and "<svg" in page.text
+    assert client.get("/v1/experiments/nope/report").status_code == 404
+    assert client.get("/experiments/nope").json()["error"]["type"] == "not_found"
