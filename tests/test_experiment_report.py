@@ -106,14 +106,15 @@ def test_srm_skips_too_few_users_and_stopped_experiments() -> None:
 # --- always-valid lift ---------------------------------------------------------------------------------
 
 def aa_false_positive_rates(experiments: int, users: int, look_every: int, alpha: float, share: float,
-                            seed: int) -> tuple[float, float]:
+                            seed: int) -> tuple[float, float, float]:
     """A/A experiments, looked at after every ``look_every`` users: the share of experiments in which
-    the sequential and the naive fixed-horizon test ever reach p <= alpha. Users send 1-4 labelled
-    requests and differ in how often they get correct answers (clustered data)."""
+    the sequential and the naive fixed-horizon test ever reach p <= alpha, and the naive test's rate when
+    read once at the end. Users send 1-4 labelled requests and differ in how often they get correct
+    answers (clustered data)."""
     from statsmodels.stats.proportion import test_proportions_2indep
 
     rng = np.random.default_rng(seed)
-    seq_hits = naive_hits = 0
+    seq_hits = naive_hits = once_hits = 0
     for _ in range(experiments):
         per_user = rng.integers(1, 5, users)
         user_p = rng.beta(6, 4, users)
@@ -126,24 +127,28 @@ def aa_false_positive_rates(experiments: int, users: int, look_every: int, alpha
         seq_hits += bool((path.p_value[ends] <= alpha).any())
         kt, nt = np.cumsum(correct & treat)[ends], np.cumsum(treat)[ends]
         kc, nc = np.cumsum(correct & ~treat)[ends], np.cumsum(~treat)[ends]
-        naive_hits += any(test_proportions_2indep(a, b, c, d, method="score").pvalue <= alpha
-                          for a, b, c, d in zip(kt, nt, kc, nc, strict=True))
-    return seq_hits / experiments, naive_hits / experiments
+        naive_p = [test_proportions_2indep(a, b, c, d, method="score").pvalue
+                   for a, b, c, d in zip(kt, nt, kc, nc, strict=True)]
+        naive_hits += min(naive_p) <= alpha
+        once_hits += naive_p[-1] <= alpha
+    return seq_hits / experiments, naive_hits / experiments, once_hits / experiments
 
 
 def test_sequential_false_positive_rate_stays_below_alpha_under_peeking() -> None:
-    seq, naive = aa_false_positive_rates(experiments=300, users=2000, look_every=100, alpha=0.05, share=0.5,
-                                         seed=11)
-    print(f"A/A, 300 experiments x 20 looks: sequential FPR {seq:.3f}, naive fixed-horizon FPR {naive:.3f}")
+    seq, naive, once = aa_false_positive_rates(experiments=300, users=2000, look_every=100, alpha=0.05,
+                                               share=0.5, seed=11)
+    print(f"A/A, 300 experiments x 20 looks: sequential FPR {seq:.3f}, naive fixed-horizon FPR {naive:.3f} "
+          f"(read once at the end: {once:.3f})")
     assert seq <= 0.05 + 0.02
-    assert naive >= 0.15
+    assert naive >= 0.15 and naive >= once + 0.1     # peeking, not only clustering, inflates it
 
 
 @pytest.mark.slow
 def test_sequential_false_positive_rate_long_uneven_experiments() -> None:
-    seq, naive = aa_false_positive_rates(experiments=2000, users=5000, look_every=100, alpha=0.05, share=0.2,
-                                         seed=12)
-    print(f"A/A 80/20, 2000 experiments x 50 looks: sequential FPR {seq:.3f}, naive FPR {naive:.3f}")
+    seq, naive, once = aa_false_positive_rates(experiments=2000, users=5000, look_every=100, alpha=0.05,
+                                               share=0.2, seed=12)
+    print(f"A/A 80/20, 2000 experiments x 50 looks: sequential FPR {seq:.3f}, naive FPR {naive:.3f} "
+          f"(read once: {once:.3f})")
     assert seq <= 0.05 + 0.01
     assert naive >= 0.2
 
