@@ -189,7 +189,7 @@ def test_empty_records_give_a_valid_no_data_report() -> None:
     empty = make_records(np.array([], dtype=object), [])
     assert list(empty.columns) == list(RECORD_COLUMNS)
     report = build_report("fresh", AB, "champion", empty, {"champion": 0.7, "challenger": None})
-    body = json.loads(json.dumps(report.model_dump(mode="json")))
+    body = json.loads(json.dumps(report.model_dump(mode="json"), allow_nan=False))
     assert body["has_data"] is False and body["data_from"] is None
     assert report.headline.startswith("No data yet")
     assert not report.srm.applicable and not report.srm.flagged
@@ -197,6 +197,20 @@ def test_empty_records_give_a_valid_no_data_report() -> None:
     assert report.variants[1].lift.difference is None
     page = render_html(report)
     assert 'id="no-data"' in page and "70.0%" in page
+
+
+def test_untyped_frames_and_users_served_by_two_variants() -> None:
+    bare = build_report("e", AB, "champion", pd.DataFrame(columns=list(RECORD_COLUMNS)), {})
+    assert not bare.has_data and bare.headline.startswith("No data yet")
+    rows = [["q1", "2026-11-01T10:00:00Z", "champion", "u1", False, "ok", 12.0, 3, True],
+            ["q2", "2026-11-01T10:01:00Z", "challenger", "u1", False, "ok", 15.0, None, None],
+            ["q3", "2026-11-01T10:02:00Z", "champion", None, True, "mystery", 9.0, None, False]]
+    report = build_report("e", AB, "champion", pd.DataFrame(rows, columns=list(RECORD_COLUMNS)), {})
+    assert report.srm.observed_users == {"champion": 1, "challenger": 0}
+    assert any("more than one variant" in n for n in report.notes)
+    assert any("mystery" in n for n in report.notes)
+    assert report.unassigned.accuracy.labelled == 1
+    json.dumps(report.model_dump(mode="json"), allow_nan=False)
 
 
 def test_a_variant_without_labels() -> None:
