@@ -15,11 +15,13 @@ from cli import (
     compare_cli,
     datasets_cli,
     eval_cli,
+    feedback_cli,
     generate_cli,
     llm_cli,
     metrics_cli,
     prompts_cli,
     score_cli,
+    serve_cli,
     validate_cli,
 )
 
@@ -56,6 +58,9 @@ app.command("eval")(eval_cli.eval_cmd)
 app.command("compare")(compare_cli.compare)
 app.command("promote")(compare_cli.promote)
 app.command("rollback")(compare_cli.rollback)
+app.command("serve")(serve_cli.serve)
+app.add_typer(serve_cli.experiments_app, name="experiments")
+app.add_typer(feedback_cli.app, name="feedback")
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ class LoadedVariant:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def _mlflow_client(settings: Settings) -> Any:
+def mlflow_client(settings: Settings) -> Any:
     from t2s.tracking import configure_mlflow
 
     configure_mlflow(settings)
@@ -129,7 +129,7 @@ class VariantSet:
             self.last_attempt = datetime.now(UTC)
             errors: list[str] = []
             try:
-                client = _mlflow_client(self.settings)
+                client = mlflow_client(self.settings)
             except Exception as exc:  # registry misconfigured or unreachable
                 errors.append(f"registry {self.settings.mlflow_tracking_uri}: {exc}")
                 client = None

@@ -36,10 +36,10 @@ def _endpoint_check(client: Any) -> CheckPublic:
 
 
 def readiness(service: Service) -> ReadyPublic:
-    from serving.variants import _mlflow_client
+    from serving.variants import mlflow_client
 
     try:
-        _mlflow_client(service.settings).search_registered_models(max_results=1)
+        mlflow_client(service.settings).search_registered_models(max_results=1)
         registry = CheckPublic(status="ok")
     except Exception as exc:
         registry = CheckPublic(status="error", detail=f"{service.settings.mlflow_tracking_uri}: {exc}; serving "
