@@ -22,7 +22,7 @@ class EvalItem(BaseModel):
     pred_sql: str | None
     match: bool
     error_class: str | None  # scorer error class, or the generation failure (no_sql, llm_error, …)
-    exact_match: bool
+    exact_match: bool | None = None  # None: not computed (EvalConfig.exact_match off)
     valid_sql: bool
     detail: str = ""
     gold_preview: str = ""  # a few result rows, as text, for reviewers

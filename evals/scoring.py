@@ -92,6 +92,31 @@ class _Scorer:
         self.cache.close()
 
 
+class StreamScorer:
+    """Scores items one at a time as they arrive, with the same verdicts as :func:`score_dataset`.
+
+    For callers that produce predictions over time (an evaluation cell scores each question as soon as its
+    generation returns, so scoring overlaps the model calls instead of following them). Not thread-safe:
+    the open database handles belong to the thread that uses the scorer, so call :meth:`score` and
+    :meth:`close` from one thread (e.g. a single-worker executor).
+    """
+
+    def __init__(self, dataset: Dataset, config: ScoreConfig) -> None:
+        get_rules(config.rules)  # fail fast on an unknown rule set
+        self._dataset = dataset
+        self._engine = dataset.manifest.engine
+        self._scorer = _Scorer(config)
+        self._locations: dict[str, tuple[str, ...]] = {}
+
+    def score(self, ex: GoldExample, pred: str | None) -> ItemVerdict:
+        if ex.db_id not in self._locations:
+            self._locations[ex.db_id] = db_locations(self._dataset, ex.db_id)
+        return self._scorer.score(self._engine, self._locations[ex.db_id], ex, pred)
+
+    def close(self) -> None:
+        self._scorer.close()
+
+
 _WORKER: _Scorer | None = None
 
 

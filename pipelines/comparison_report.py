@@ -60,8 +60,13 @@ def _by_difficulty(run: VariantRun) -> dict[str, float]:
     return {k: _rate(groups[k], "match") for k in bucket_order(set(groups), "difficulty")}
 
 
-def _metric(run: VariantRun, attr: str, key: str) -> float:
-    return _rate(run.items, attr) if run.items else float(run.metrics.get(key, 0.0))
+def _metric(run: VariantRun, attr: str, key: str) -> float | None:
+    """The rate of ``attr`` over the items (None when an item did not compute it), else the logged metric."""
+    if run.items:
+        return None if any(getattr(i, attr) is None for i in run.items) else _rate(run.items, attr)
+    if key in run.metrics:
+        return float(run.metrics[key])
+    return None if key == "exact_match" else 0.0  # exact match is optional: not logged means not computed
 
 
 def _entries(variants: Sequence[VariantRun], champion: VariantRun | None, policy: GatePolicy) -> list[_Entry]:

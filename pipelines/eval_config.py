@@ -60,6 +60,8 @@ class EvalConfig(BaseModel):
     max_rows: int = Field(100_000, gt=0)
     limit: int | None = Field(None, gt=0, description="Only the first N questions of each dataset.")
     workers: int = Field(1, ge=1, description="Questions in flight per cell (the local server answers one at a time).")
+    exact_match: bool = Field(False, description="Also compute sqlglot-normalized exact match (8-16 ms of CPU "
+                                                 "per matched item: it would dominate a cell on a fast endpoint).")
     out_dir: Path = Path("reports/eval")
     gate: GateConfig = Field(default_factory=GateConfig)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from evals.metrics import summarize
+from evals.metrics import ItemVerdict, summarize
 from evals.records import EvalItem, VariantRun
-from evals.scoring import ScoreConfig, score_dataset
+from evals.scoring import ScoreConfig, StreamScorer
 from pipelines.eval_config import EvalConfig, ModelSpec
 from t2s.datasets import Dataset, load_split, open_db
 from t2s.generator import Generation, SqlGenerator
@@ -53,6 +53,33 @@ def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers:
     return {g.question_id: g for g in results}  # type: ignore[misc]
 
 
+def generate_and_score(gen: SqlGenerator, dataset: Dataset, score_config: ScoreConfig, workers: int,
+                       postgres_dsn: str | None, on_done: Callable[[Generation], None] | None = None
+                       ) -> list[tuple[ItemVerdict, Generation]]:
+    """(verdict, generation) per item of ``dataset``, in dataset order.
+
+    Each question is scored as soon as its generation returns, by one scoring thread that owns the open
+    databases, so scoring runs while the model is busy with the next questions: the cell takes about as
+    long as its generation instead of generation plus scoring.
+    """
+    stream = StreamScorer(dataset, score_config)
+    scoring = ThreadPoolExecutor(1, thread_name_prefix="t2s-score")
+    pending: dict[str, Future[ItemVerdict]] = {}
+
+    def generated(g: Generation) -> None:
+        assert g.question_id is not None
+        pending[g.question_id] = scoring.submit(stream.score, dataset.by_id[g.question_id], g.sql)
+        if on_done:
+            on_done(g)
+
+    try:
+        generations = generate_all(gen, dataset, list(dataset.examples), workers, postgres_dsn, generated)
+        return [(pending[ex.id].result(), generations[ex.id]) for ex in dataset.examples]
+    finally:
+        scoring.submit(stream.close).result()
+        scoring.shutdown()
+
+
 def cell_metrics(items: list[EvalItem], verdict_metrics: dict[str, float], model: ModelSpec) -> dict[str, float]:
     latencies = [i.latency_s for i in items if not i.cached] or [i.latency_s for i in items] or [0.0]
     ordered = sorted(latencies)
@@ -84,14 +111,12 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
     gen = SqlGenerator(spec, llm, few_shot_pool=pool)
     items = dataset.examples[: config.limit] if config.limit else list(dataset.examples)
     subset = Dataset(dataset.root, dataset.manifest, items)
-    generations = generate_all(gen, subset, items, config.workers, postgres_dsn, on_done)
-    predictions = {ex.id: generations[ex.id].sql for ex in items}
-    verdicts = score_dataset(subset, predictions, ScoreConfig(
-        rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=True,
-        cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS))
+    verdicts = generate_and_score(gen, subset, ScoreConfig(
+        rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,
+        cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), config.workers,
+        postgres_dsn, on_done)
     records = []
-    for ex, v in zip(items, verdicts, strict=True):
-        g = generations[ex.id]
+    for ex, (v, g) in zip(items, verdicts, strict=True):
         error = v.error_class
         detail = v.detail
         if g.sql is None:  # the generation failed: report its class instead of "missing_prediction"
@@ -102,7 +127,7 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
             valid_sql=v.valid_sql and g.sql is not None, detail=detail, gold_preview=v.gold_preview or "",
             pred_preview=v.pred_preview or "", latency_s=g.latency_s, prompt_tokens=g.prompt_tokens,
             completion_tokens=g.completion_tokens, cached=g.cached))
-    summary = summarize(verdicts)
+    summary = summarize(v for v, _ in verdicts)
     metrics = cell_metrics(records, {k: v for k, v in summary.flat().items() if not k.startswith("error_rate/missing")},
                            model)
     return VariantRun(
