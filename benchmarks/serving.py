@@ -1,0 +1,258 @@
+"""Serving measurements (figures, not tests): overhead, concurrency against a slow model, a bounded soak.
+
+Everything runs on loopback: a real MLflow registry in a temp dir with a ``t2s-generator@champion`` bundle
+on the ``bank`` database (built into the temp dir with ``pipelines.build_bank``), a scripted
+OpenAI-compatible model (``tests/fakes.py``), and the app under ``uvicorn`` in its own process, driven by
+an asyncio ``httpx`` client with N concurrent clients.
+
+1. **overhead**: completions answered from the completion cache (warmed first), ``execute=true`` on
+   ``bank``; requests/s and p50/p99, and the same for a bare FastAPI echo endpoint served the same way,
+   as a ratio.
+2. **slow model**: the model answers in a fixed 1 s; 100 concurrent users: p95 (target ≤ 1.3 s), errors.
+3. **soak**: ``--soak-s`` seconds at 100 clients, each request followed by a feedback label; 5xx count,
+   and the rows persisted in the store compared with the requests and labels the clients saw succeed.
+
+    .venv/bin/python benchmarks/serving.py [--clients 100] [--requests 1000] [--soak-s 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes import FakeOpenAI, Reply  # noqa: E402
+from tests.serving_support import free_port, start_uvicorn  # noqa: E402
+
+BANK_QUESTIONS = ["How many branches are there?", "How many customers are there?",
+                  "List the names of all branches.", "How many accounts are closed?"]
+ECHO_APP = """
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+class Body(BaseModel):
+    question: str
+    database: str = "bank"
+    user_id: str | None = None
+
+app = FastAPI()
+
+@app.post("/v1/sql")
+async def echo(body: Body) -> dict:
+    return {"question": body.question, "database": body.database}
+"""
+
+
+def setup_registry(root: Path, model_url: str) -> dict[str, str]:
+    import shutil
+
+    import mlflow
+    import yaml
+    from mlflow import MlflowClient
+
+    from t2s.bundle import REGISTERED_MODEL, bundle_config, log_bundle
+    from t2s.prompts import PromptLibrary, push
+    from t2s.settings import Settings
+    from t2s.tracking import configure_mlflow
+
+    ds = root / "bank"
+    shutil.copytree(ROOT / "datasets" / "bank", ds, ignore=shutil.ignore_patterns("*.sqlite", "examples"))
+    subprocess.run([sys.executable, "-m", "pipelines.build_bank", "--out", str(ds / "bank.sqlite")], cwd=ROOT,
+                   check=True, capture_output=True)
+    prompts = root / "prompts" / "bench"
+    prompts.mkdir(parents=True)
+    (prompts / "v1.yaml").write_text(yaml.safe_dump({
+        "name": "bench", "version": 1, "description": "benchmark prompt", "dialect": "sqlite",
+        "variables": ["schema", "question"],
+        "messages": [{"role": "system", "content": "Write one SQLite query."},
+                     {"role": "user", "content": "{{schema}}\nQuestion: {{question}}"}]}))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    configure_mlflow(Settings(mlflow_tracking_uri=uri, prompts_dir=root / "prompts"))
+    push(PromptLibrary(root / "prompts"))
+    with mlflow.start_run():
+        info = log_bundle(bundle_config("prompts:/bench/1", "compatible", "bench-model", ds, base_url=model_url))
+    MlflowClient().set_registered_model_alias(REGISTERED_MODEL, "champion", info.registered_model_version)
+    return {"T2S_MLFLOW_TRACKING_URI": uri, "T2S_PROMPTS_DIR": str(root / "prompts"),
+            "T2S_CACHE_DIR": str(root / "cache"), "T2S_SERVE_STORE_URL": f"sqlite:///{root / 'store.db'}",
+            "T2S_SERVE_EXPERIMENT_FILE": str(root / "none.yaml"),
+            "T2S_SERVE_DATABASES": json.dumps({"bank": str(ds)}), "T2S_LLM_API_KEY": "bench",
+            "T2S_LLM_MAX_RETRIES": "0"}
+
+
+class Conn:
+    """A minimal HTTP/1.1 keep-alive client connection (asyncio streams): cheap enough that the client does
+    not become what is measured on a 2-core machine (httpx's async pool did)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: dict) -> tuple[int, dict]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        body = json.dumps(payload).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.lower() == "content-length")
+        data = await self.reader.readexactly(length)
+        return status, json.loads(data)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def drive(port: int, clients: int, total: int | None, seconds: float | None, questions: list[str],
+                label: bool = False, user_prefix: str = "u") -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    labels_ok = 0
+    counter = 0
+    deadline = time.perf_counter() + seconds if seconds else None
+
+    async def worker(w: int) -> None:
+        nonlocal counter, labels_ok
+        conn = Conn(port)
+        try:
+            while True:
+                if total is not None and counter >= total:
+                    return
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                i = counter
+                counter += 1
+                start = time.perf_counter()
+                try:
+                    code, body = await conn.post("/v1/sql", {"question": questions[i % len(questions)],
+                                                            "database": "bank", "user_id": f"{user_prefix}{w}"})
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    code, body = 0, {}
+                    conn.close()
+                    conn = Conn(port)
+                latencies.append(time.perf_counter() - start)
+                statuses[code] = statuses.get(code, 0) + 1
+                if label and code == 200:
+                    f, _ = await conn.post("/v1/feedback", {"query_id": body["query_id"], "correct": i % 2 == 0})
+                    labels_ok += f == 201
+        finally:
+            conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    wall = time.perf_counter() - start
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
+    return {"requests": len(latencies), "rps": len(latencies) / wall, "p50": q[49], "p95": q[94], "p99": q[98],
+            "errors": sum(v for k, v in statuses.items() if k != 200),
+            "5xx": sum(v for k, v in statuses.items() if k >= 500 or k == 0), "labels": labels_ok,
+            "statuses": statuses}
+
+
+def fmt(r: dict[str, Any]) -> str:
+    return (f"{r['requests']:.0f} requests, {r['rps']:.0f} req/s, p50 {r['p50'] * 1000:.1f} ms, "
+            f"p95 {r['p95'] * 1000:.1f} ms, p99 {r['p99'] * 1000:.1f} ms, errors {r['errors']:.0f}"
+            + (f" (statuses {r['statuses']})" if r["errors"] else ""))
+
+
+SQL = {"How many branches are there?": "SELECT COUNT(*) FROM branches",
+       "How many customers are there?": "SELECT COUNT(*) FROM customers",
+       "List the names of all branches.": "SELECT name FROM branches",
+       "How many accounts are closed?": "SELECT COUNT(*) FROM accounts WHERE status = 'closed'"}
+
+
+def model_server() -> int:
+    """The scripted model in its own process (so it does not share a GIL with the load generator):
+    questions marked ``#slow`` are answered after 1 s, the others at once."""
+    def respond(body: dict) -> Reply:
+        question = body["messages"][-1]["content"].rsplit("Question: ", 1)[-1].strip()
+        return Reply(content=SQL.get(question.split(" #")[0], "SELECT COUNT(*) FROM branches"),
+                     delay=1.0 if "#slow" in question else 0.0)
+
+    import http.server
+
+    http.server.ThreadingHTTPServer.request_queue_size = 512  # the default backlog of 5 refuses a burst of 100
+    fake = FakeOpenAI()
+    fake.responder = respond
+    print(fake.url, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=1000, help="requests in the overhead run")
+    parser.add_argument("--slow-requests", type=int, default=300, help="requests against the 1 s model")
+    parser.add_argument("--soak-s", type=float, default=60.0, help="soak duration (0 skips it)")
+    parser.add_argument("--model-server", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model_server:
+        return model_server()
+
+    model = subprocess.Popen([sys.executable, __file__, "--model-server"], stdout=subprocess.PIPE, text=True)
+    assert model.stdout is not None
+    model_url = model.stdout.readline().strip()
+    with tempfile.TemporaryDirectory(prefix="t2s-bench-serving-") as tmp:
+        root = Path(tmp)
+        env = {**os.environ, **setup_registry(root, model_url)}
+        port, echo_port = free_port(), free_port()
+        (root / "echo_app.py").write_text(ECHO_APP)
+        server = start_uvicorn(env, port, root / "server.log")
+        echo = subprocess.Popen([sys.executable, "-m", "uvicorn", "echo_app:app", "--host", "127.0.0.1", "--port",
+                                 str(echo_port), "--log-level", "warning"], cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            print(f"# serving benchmark on {os.cpu_count()} cores (shared machine), {args.clients} clients")
+            asyncio.run(drive(port, 4, len(BANK_QUESTIONS), None, BANK_QUESTIONS))  # warm the completion cache
+            time.sleep(1.0)
+            app_run = asyncio.run(drive(port, args.clients, args.requests, None, BANK_QUESTIONS))
+            echo_run = asyncio.run(drive(echo_port, args.clients, args.requests, None, BANK_QUESTIONS))
+            print(f"serving, cached completions, execute=true on bank: {fmt(app_run)}")
+            print(f"bare FastAPI echo, same server and client:        {fmt(echo_run)}")
+            print(f"overhead ratio: throughput {echo_run['rps'] / app_run['rps']:.1f}x lower, "
+                  f"p50 {app_run['p50'] / echo_run['p50']:.1f}x, p99 {app_run['p99'] / echo_run['p99']:.1f}x")
+
+            unique = [f"{q} #slow{i}" for i, q in enumerate(BANK_QUESTIONS * (args.slow_requests // 4 + 1))]
+            slow_run = asyncio.run(drive(port, args.clients, args.slow_requests, None, unique, user_prefix="s"))
+            print(f"1 s model, {args.clients} concurrent users: {fmt(slow_run)} "
+                  "(target p95 <= 1.3 s, 0 errors)")
+
+            if args.soak_s > 0:
+                from serving.store import Store
+
+                store = Store.open(env["T2S_SERVE_STORE_URL"], run_migrations=False)
+                before = store.counts()
+                soak = asyncio.run(drive(port, args.clients, None, args.soak_s, BANK_QUESTIONS, label=True,
+                                         user_prefix="k"))
+                after = store.counts()
+                persisted = (after[0] - before[0], after[1] - before[1])
+                ok = soak["requests"] - soak["errors"]
+                print(f"soak {args.soak_s:.0f} s with feedback: {fmt(soak)}; 5xx {soak['5xx']:.0f}")
+                print(f"  persisted {persisted[0]} requests (clients saw {ok:.0f} succeed) and {persisted[1]} "
+                      f"labels (clients saw {soak['labels']:.0f} accepted)")
+                store.close()
+        finally:
+            for proc in (server, echo, model):
+                proc.terminate()
+                proc.wait(timeout=20)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
