@@ -21,6 +21,7 @@ still defends itself, so that the worker is killed only when an engine cannot st
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ from t2s.errors import (
     SqlUnknownColumn,
     SqlUnknownTable,
 )
+from t2s.pg_roles import check_reader
 from t2s.sql_text import strip_comments
 
 
@@ -80,11 +82,13 @@ _SQLITE_DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile",
 # Read-only pragmas that back table-valued functions such as pragma_table_info(...).
 _SQLITE_READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
                                   "foreign_key_list"})
+_SQLITE_TABLE_FUNCTIONS = ("json_each('[]')", "json_tree('[]')", *(
+    f"pragma_{p}('sqlite_master')" for p in sorted(_SQLITE_READ_PRAGMAS)))
 _PROGRESS_EVERY = 4000  # VM instructions between deadline checks (~0.1 ms of work)
 
 
 def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None) -> int:
-    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _SQLITE_READ_PRAGMAS and arg2 is None:
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _SQLITE_READ_PRAGMAS:
         return sqlite3.SQLITE_OK
     if action not in _SQLITE_ALLOWED_ACTIONS:
         return sqlite3.SQLITE_DENY
@@ -133,6 +137,11 @@ class SqliteSession:
         conn.setlimit(sqlite3.SQLITE_LIMIT_FUNCTION_ARG, 100)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 10_000)
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        # Table-valued functions register a virtual table on first use, which touches the schema; do it
+        # now, before the authorizer that allows only reads.
+        for tvf in _SQLITE_TABLE_FUNCTIONS:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"SELECT * FROM {tvf} LIMIT 0").fetchall()
         conn.set_authorizer(_sqlite_authorizer)
         conn.set_progress_handler(self._past_deadline, _PROGRESS_EVERY)
         self._conn = conn
@@ -170,7 +179,8 @@ class DuckdbSession:
             "enable_external_access": False, "autoinstall_known_extensions": False,
             "autoload_known_extensions": False, "allow_community_extensions": False,
             "allow_unsigned_extensions": False, "threads": 1, "memory_limit": limits.duckdb_memory,
-            "max_expression_depth": limits.max_expression_depth, "lock_configuration": True,
+            "max_expression_depth": limits.max_expression_depth, "temp_directory": "",
+            "lock_configuration": True,
         }
         self._db = duckdb.connect(str(path), read_only=True, config=config)
 
@@ -245,6 +255,11 @@ class PostgresSession:
             self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise ConfigError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from exc
+        try:
+            check_reader(self._conn)
+        except BaseException:
+            self._conn.close()
+            raise
         self._conn.read_only = True
         self.schema = schema
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from t2s.engines import EngineLimits, QueryResult, sqlite_readonly_connection
 from t2s.errors import ConfigError
 from t2s.fileio import file_digest
+from t2s.guard import check_limits
 from t2s.sandbox import EngineSpec, Sandbox, default_sandbox
-from t2s.sql_text import check_sql_text
 
 __all__ = ["ENGINE_DIALECT", "DuckdbTarget", "PostgresTarget", "QueryResult", "SqliteTarget", "Target",
            "open_target"]
@@ -54,7 +54,7 @@ class Target(ABC):
 
         Returns within ``timeout_s`` plus the sandbox's grace period whatever the SQL does.
         """
-        check_sql_text(sql, max_chars=1 << 20)
+        check_limits(sql, self.dialect)
         return (self.sandbox or default_sandbox()).execute(self.spec(), sql, timeout_s=timeout_s,
                                                           max_rows=max_rows)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -55,7 +56,7 @@ FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = (
     exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.TruncateTable,
     exp.Into, exp.Command, exp.Pragma, exp.Attach, exp.Detach, exp.Set, exp.Transaction, exp.Commit,
     exp.Rollback, exp.Use, exp.Copy, exp.LoadData, exp.Grant, exp.Revoke, exp.Analyze, exp.Lock,
-    exp.SessionParameter,
+    exp.SessionParameter, exp.Parameter, exp.Placeholder,
 )
 _OPEN = {TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE}
 _CLOSE = {TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE}
@@ -72,9 +73,23 @@ def _describe(node: exp.Expression) -> str:
         return "SELECT … INTO (creates a table)"
     if isinstance(node, exp.Lock):
         return "row locking clause (FOR UPDATE/SHARE)"
-    if isinstance(node, exp.SessionParameter):
-        return "session variable"
+    if isinstance(node, exp.SessionParameter | exp.Parameter | exp.Placeholder):
+        return "bind parameter or session variable (nothing is bound to untrusted SQL)"
     return f"{node.key.upper()} statement"
+
+
+def check_limits(sql: str, dialect: str) -> None:
+    """The guard's text and token limits alone, for the engine layer to run on SQL the guard never saw.
+
+    Text the tokenizer cannot read is left to the engine's own parser (the engine layer must not refuse
+    SQL only because sqlglot does not know an engine's syntax).
+    """
+    check_sql_text(sql)
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
+    except Exception:
+        return
+    _check_token_limits(tokens)
 
 
 def _check_tokens(sql: str, dialect: str) -> None:
@@ -85,9 +100,13 @@ def _check_tokens(sql: str, dialect: str) -> None:
     except Exception as exc:  # TokenError, and anything a hostile string provokes in the tokenizer
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SqlParseError(f"cannot parse as {dialect} SQL: {first}") from exc
+    _check_token_limits(tokens)
+
+
+def _check_token_limits(tokens: list[Any]) -> None:
     if len(tokens) > MAX_TOKENS:
         raise SqlRefused(f"SQL has {len(tokens):,} tokens; at most {MAX_TOKENS:,} are accepted")
-    depth = case_depth = unary_run = 0
+    depth = case_depth = unary_run = definitions = 0
     prev = None
     for i, tok in enumerate(tokens):
         tt = tok.token_type
@@ -109,10 +128,17 @@ def _check_tokens(sql: str, dialect: str) -> None:
         if any("/*" in c or "*/" in c for c in tok.comments):
             raise SqlRefused("nested block comments are not allowed (engines disagree on where they end)")
         if (prev is not None and tt == TokenType.AMP and prev.text.upper() == "U" and prev.end + 1 == tok.start
-                and i + 1 < len(tokens) and tokens[i + 1].start == tok.end + 1):
+                and i + 1 < len(tokens) and tokens[i + 1].start <= tok.end + 2):
             raise SqlRefused("Unicode-escaped names and strings (U&\"…\", U&'…') are not allowed")
+        if tt == TokenType.UNICODE_STRING:
+            raise SqlRefused("Unicode-escaped strings (U&'…') are not allowed")
         if tt == TokenType.VAR and tok.text.upper() == "UESCAPE":
             raise SqlRefused("UESCAPE is not allowed")
+        if tt == TokenType.L_PAREN and prev is not None and (
+                prev.token_type == TokenType.ALIAS or prev.text.upper() == "MATERIALIZED"):
+            definitions += 1  # "name AS (": a CTE; planners' cost grows fast with long CTE chains
+            if definitions > MAX_CTES:
+                raise SqlRefused(f"more than {MAX_CTES} common table expressions")
         prev = tok
 
 

@@ -94,3 +94,26 @@ def postgres_dsn() -> Iterator[str]:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def reader_dsn(admin_dsn: str, schemas: tuple[str, ...], role: str = "t2s_reader") -> str:
+    """Create (or tighten) the least-privilege reader role for ``schemas`` and return a DSN that logs in as it.
+
+    The server also gets the extensions an attacker would reach for (dblink, adminpack) when they are
+    installed, so the tests show the role, not their absence, is what stops them.
+    """
+    import psycopg
+
+    from t2s.pg_roles import ReaderRole, apply_reader_role
+
+    info = psycopg.conninfo.conninfo_to_dict(admin_dsn)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for ext in ("dblink", "adminpack"):
+            try:
+                conn.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
+            except psycopg.Error:
+                pass  # contrib not installed: nothing to defend against
+    apply_reader_role(admin_dsn, ReaderRole(name=role, database=str(info.get("dbname", "postgres")),
+                                            schemas=schemas))
+    info["user"] = role
+    return psycopg.conninfo.make_conninfo(**info)

@@ -9,6 +9,7 @@ import pytest
 
 from t2s.errors import ConfigError, SqlParseError, SqlRefused, SqlTimeout, SqlUnknownColumn, SqlUnknownTable
 from t2s.execution import DuckdbTarget, PostgresTarget, SqliteTarget, Target, open_target
+from tests.pg import reader_dsn
 
 RUNAWAY = {  # a cartesian product that runs for minutes without a working timeout
     "sqlite": "SELECT count(*) FROM nums a, nums b, nums c",
@@ -59,7 +60,7 @@ def pg_target(postgres_dsn: str, shop_db: Path) -> Target:
             with conn.cursor() as cur:
                 cur.executemany(f"INSERT INTO shop.{t} VALUES ({', '.join(['%s'] * len(rows[0]))})", rows)
     src.close()
-    target = PostgresTarget(postgres_dsn, schema="shop")
+    target = PostgresTarget(reader_dsn(postgres_dsn, ("shop",)), schema="shop")
     yield target
     target.close()
 
@@ -148,3 +149,10 @@ def test_unreachable_postgres_is_a_config_error() -> None:
     t = PostgresTarget("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=2")
     with pytest.raises(ConfigError, match="cannot connect"):
         t.execute("SELECT 1", timeout_s=1, max_rows=1)
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_to_run_as_a_superuser(postgres_dsn: str) -> None:
+    t = PostgresTarget(postgres_dsn)
+    with pytest.raises(ConfigError, match="superuser.*t2s db reader-role"):
+        t.execute("SELECT 1", timeout_s=5, max_rows=1)

@@ -1,0 +1,232 @@
+"""Hostile SQL against both layers, on SQLite, DuckDB and PostgreSQL (as the least-privilege reader).
+
+Every statement of ``tests/data/hostile.sql`` (and the generated deep/huge ones below) goes to the guard
+and, separately, straight to each engine. After each one: the databases' checksums, the PostgreSQL role,
+locks, slots and large objects, a session canary on the same connection and a watched directory are as
+before; nothing but a ``SqlError`` escaped; the engine answered within its timeout + 1 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from t2s.errors import SqlError
+from t2s.execution import DuckdbTarget, PostgresTarget, SqliteTarget, Target
+from t2s.guard import guard_select
+from tests.pg import reader_dsn
+
+CORPUS = Path(__file__).parent / "data" / "hostile.sql"
+ENGINES = ("sqlite", "duckdb", "postgres")
+TIMEOUT_S = 1.0
+MUST_FAIL_ON_ENGINE = {"writes", "ddl", "stacked", "transaction", "file-network", "session-state", "generated"}
+
+
+@dataclass(frozen=True)
+class Hostile:
+    category: str
+    title: str
+    engines: tuple[str, ...]
+    guard_refuses: bool
+    engine_errors: bool
+    sql: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.category}:{self.title}".replace(" ", "-")
+
+
+def load_corpus() -> list[Hostile]:
+    out = []
+    for block in CORPUS.read_text().split("\n\n")[1:]:
+        lines = block.strip("\n").split("\n")
+        category, title = lines[0].removeprefix("-- ").split(": ", 1)
+        expect = dict(part.split("=") for part in lines[1].removeprefix("-- ").split())
+        engines = ENGINES if expect["engines"] == "all" else tuple(expect["engines"].split(","))
+        assert set(engines) <= set(ENGINES), title
+        default = "error" if category in MUST_FAIL_ON_ENGINE else "any"
+        out.append(Hostile(category, title, engines, expect["guard"] == "refuse",
+                           expect.get("engine", default) == "error", "\n".join(lines[2:])))
+    return out
+
+
+def generated() -> list[Hostile]:
+    """Deep nesting and huge statements, built here rather than stored."""
+    cases = {
+        "500 nested parentheses": "SELECT " + "(" * 500 + "1" + ")" * 500,
+        "2000 NOTs": "SELECT " + "NOT " * 2000 + "1",
+        "2000 unary minus": "SELECT " + "- " * 2000 + "1",
+        "400 nested function calls": "SELECT " + "abs(" * 400 + "1" + ")" * 400,
+        "200 nested CASEs": "SELECT " + "CASE WHEN 1 = 1 THEN " * 200 + "1" + " END" * 200,
+        "200 nested subqueries": "SELECT * FROM " + "(SELECT * FROM " * 200 + "customers" + ") AS t" * 200,
+        "2000 chained CTEs": "WITH c0 AS (SELECT 1 AS x), " + ", ".join(
+            f"c{i} AS (SELECT * FROM c{i - 1})" for i in range(1, 2000)) + " SELECT * FROM c1999",
+        "120 chained CTEs": "WITH c0 AS (SELECT 1 AS x), " + ", ".join(
+            f"c{i} AS (SELECT * FROM c{i - 1})" for i in range(1, 120)) + " SELECT * FROM c119",
+        "700 KB OR chain": "SELECT count(*) FROM customers WHERE " + " OR ".join(
+            f"id = {i}" for i in range(60_000)),
+        "3000 UNION ALLs": " UNION ALL ".join(["SELECT 1"] * 3000),
+        "1 MB string literal": "SELECT '" + "x" * 1_000_000 + "'",
+        "60 joined tables": "SELECT count(*) FROM " + ", ".join(f"nums t{i}" for i in range(60)),
+        "lone surrogate": "SELECT '\ud800' AS s",
+        "NUL character": "SELECT 1\x00; DROP TABLE customers",
+    }
+    return [Hostile("generated", title, ENGINES, True, True, sql) for title, sql in cases.items()]
+
+
+CASES = load_corpus() + generated()
+
+
+# --- the databases, and what must not change ------------------------------------------------------------
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+
+
+@dataclass
+class Engine:
+    name: str
+    target: Target
+    snapshot: object  # callable () -> comparable state
+
+    def canary(self) -> None:
+        """The same connection still sees the real tables and no leftover session state."""
+        rows = self.target.execute("SELECT count(*) FROM customers", timeout_s=5, max_rows=1).rows
+        assert rows == [(5,)], "a later query on the same connection sees different data"
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("watched")
+    path.chmod(0o777)  # PostgreSQL's server user could write here if anything let it
+    return path
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, request: pytest.FixtureRequest,
+            ) -> Iterator[dict[str, Engine]]:
+    import duckdb
+    import pandas as pd
+
+    folder = tmp_path_factory.mktemp("hostile-dbs")
+    sq = folder / "shop.sqlite"
+    shutil.copy(shop_db, sq)
+    dk = folder / "shop.duckdb"
+    src = sqlite3.connect(sq)
+    conn = duckdb.connect(str(dk))
+    for t in ("customers", "orders", "nums"):
+        frame = pd.read_sql_query(f"SELECT * FROM {t}", src)
+        conn.register("frame", frame)
+        conn.execute(f"CREATE TABLE {t} AS SELECT * FROM frame")
+        conn.unregister("frame")
+    conn.execute("CREATE SEQUENCE customers_id_seq")
+    conn.close()
+
+    out = {
+        "sqlite": Engine("sqlite", SqliteTarget(sq), lambda: (_md5(sq), _listing(folder))),
+        "duckdb": Engine("duckdb", DuckdbTarget(dk), lambda: (_md5(dk), _listing(folder))),
+    }
+    try:
+        admin = request.getfixturevalue("postgres_dsn")
+    except pytest.skip.Exception:
+        admin = None
+    if admin is not None:
+        out["postgres"] = _postgres_engine(admin, src)
+    src.close()
+    yield out
+    for e in out.values():
+        e.target.close()
+
+
+def _postgres_engine(admin: str, src: sqlite3.Connection) -> Engine:
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS shop CASCADE")
+        conn.execute("CREATE SCHEMA shop")
+        conn.execute("CREATE TABLE shop.customers (id serial PRIMARY KEY, name text, city text, age int)")
+        conn.execute("CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int, amount double precision, "
+                     "placed text)")
+        conn.execute("CREATE TABLE shop.nums (id int PRIMARY KEY, a int, b int, tag text)")
+        for t in ("customers", "orders", "nums"):
+            rows = src.execute(f"SELECT * FROM {t}").fetchall()
+            with conn.cursor() as cur:
+                cur.executemany(f"INSERT INTO shop.{t} VALUES ({', '.join(['%s'] * len(rows[0]))})", rows)
+    dsn = reader_dsn(admin, ("shop",))
+    state_sql = """
+        SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) FROM shop.customers c),
+               (SELECT md5(string_agg(o::text, ',' ORDER BY o.id)) FROM shop.orders o),
+               (SELECT md5(string_agg(n::text, ',' ORDER BY n.id)) FROM shop.nums n),
+               (SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class c
+                  JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = 'shop'),
+               (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace),
+               (SELECT string_agg(rolname || rolsuper::text, ',' ORDER BY rolname) FROM pg_roles),
+               (SELECT string_agg(array_to_string(setconfig, ';'), '|' ORDER BY setrole) FROM pg_db_role_setting),
+               (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'),
+               (SELECT count(*) FROM pg_replication_slots),
+               (SELECT count(*) FROM pg_largeobject_metadata),
+               (SELECT count(*) FROM pg_prepared_xacts),
+               (SELECT last_value FROM shop.customers_id_seq)
+    """
+
+    def snapshot() -> object:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            return conn.execute(state_sql).fetchone()
+
+    return Engine("postgres", PostgresTarget(dsn, schema="shop"), snapshot)
+
+
+def _engine_params() -> list[object]:
+    params = []
+    for case in CASES:
+        for engine in case.engines:
+            marks = [pytest.mark.postgres] if engine == "postgres" else []
+            if case.category == "resource":
+                marks.append(pytest.mark.slow)
+            params.append(pytest.param(case, engine, id=f"{engine}-{case.id}", marks=marks))
+    return params
+
+
+# --- the tests ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_guard_holds(case: Hostile, watched: Path) -> None:
+    sql = case.sql.replace("{tmp}", str(watched))
+    for engine in case.engines:
+        try:
+            guard_select(sql, engine)
+        except SqlError:
+            continue
+        assert not case.guard_refuses, f"the guard let through on {engine}: {sql[:200]}"
+
+
+@pytest.mark.parametrize(("case", "engine"), _engine_params())
+def test_engine_alone_holds(case: Hostile, engine: str, engines: dict[str, Engine], watched: Path) -> None:
+    if engine not in engines:
+        pytest.skip("PostgreSQL not available")
+    e = engines[engine]
+    sql = case.sql.replace("{tmp}", str(watched))
+    before = e.snapshot()
+    start = time.perf_counter()
+    try:
+        result = e.target.execute(sql, timeout_s=TIMEOUT_S, max_rows=100)
+    except SqlError:
+        result = None
+    elapsed = time.perf_counter() - start
+    assert elapsed < TIMEOUT_S + 1.0, f"held the caller for {elapsed:.2f} s"
+    assert e.snapshot() == before, "the database or server state changed"
+    assert not list(watched.iterdir()), "a file was written"
+    e.canary()
+    if case.engine_errors:
+        assert result is None, f"the engine answered {result.rows[:3] if result else None}"
