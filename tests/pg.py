@@ -9,6 +9,7 @@ that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -109,10 +110,8 @@ def reader_dsn(admin_dsn: str, schemas: tuple[str, ...], role: str = "t2s_reader
     info = psycopg.conninfo.conninfo_to_dict(admin_dsn)
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         for ext in ("dblink", "adminpack"):
-            try:
+            with contextlib.suppress(psycopg.Error):  # contrib not installed: nothing to defend against
                 conn.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
-            except psycopg.Error:
-                pass  # contrib not installed: nothing to defend against
     apply_reader_role(admin_dsn, ReaderRole(name=role, database=str(info.get("dbname", "postgres")),
                                             schemas=schemas))
     info["user"] = role

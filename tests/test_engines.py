@@ -154,5 +154,5 @@ def test_unreachable_postgres_is_a_config_error() -> None:
 @pytest.mark.postgres
 def test_postgres_refuses_to_run_as_a_superuser(postgres_dsn: str) -> None:
     t = PostgresTarget(postgres_dsn)
-    with pytest.raises(ConfigError, match="superuser.*t2s db reader-role"):
+    with pytest.raises(ConfigError, match=r"superuser.*t2s db reader-role"):
         t.execute("SELECT 1", timeout_s=5, max_rows=1)
