@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export T2S_CACHE_DIR ?= $(CURDIR)/.t2s-cache
 
-.PHONY: setup model system-deps demo test test-fast lint data clean help
+.PHONY: setup model system-deps demo serve-demo test test-fast lint data clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -50,6 +50,9 @@ test: setup system-deps model  ## set up and run the whole test suite (slow test
 
 test-fast: setup model  ## the suite without slow tests
 	$(BIN)/python -m pytest -q -m "not slow"
+
+serve-demo: setup model  ## after `make demo`: serve the champion briefly, simulated users ask and label, print the A/B report
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m serving.demo
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .
