@@ -14,6 +14,7 @@ import typer
 from cli import (
     compare_cli,
     datasets_cli,
+    db_cli,
     eval_cli,
     feedback_cli,
     generate_cli,
@@ -61,6 +62,7 @@ app.command("rollback")(compare_cli.rollback)
 app.command("serve")(serve_cli.serve)
 app.add_typer(serve_cli.experiments_app, name="experiments")
 app.add_typer(feedback_cli.app, name="feedback")
+app.add_typer(db_cli.app, name="db")
 
 
 def main() -> None:

@@ -186,7 +186,9 @@ def _function_refusal(name: str, engine: str) -> str:
             "(t2s/sql_allowlist.py)")
 
 
-def _check_table(node: exp.Table, engine: str) -> None:
+def _check_table(node: exp.Table, engine: str) -> exp.Func | None:
+    """Check one table reference; return its table function when that is allowed (checked here, not as a
+    scalar function)."""
     target = node.this
     if isinstance(target, exp.Func):
         if isinstance(target, exp.Anonymous):
@@ -196,13 +198,14 @@ def _check_table(node: exp.Table, engine: str) -> None:
                 raise SqlRefused(f"table function {low}() is not allowed{why}")
         elif type(target).__name__ not in TYPED_TABLE_FUNCTIONS:
             raise SqlRefused(f"table function {_function_name(target).lower()}() is not allowed")
-        return
+        return target
     if isinstance(target, exp.Identifier):
         name = target.name.lower()
         if any(mark in name for mark in _FILE_LIKE):
             raise SqlRefused(f"table name {target.name!r} looks like a file or URL; only tables can be read")
     elif target is not None and not isinstance(target, exp.Identifier | exp.Dot):
         raise SqlRefused(f"only named tables can be read, not {target.key}")
+    return None
 
 
 def guard_select(sql: str, dialect: str = "sqlite", *, engine: str | None = None) -> exp.Query:
@@ -226,16 +229,19 @@ def guard_select(sql: str, dialect: str = "sqlite", *, engine: str | None = None
 
 def _check_tree(tree: exp.Query, engine: str) -> None:
     ctes = set_ops = tables = 0
+    table_functions: set[int] = set()
     for node in tree.walk():
         if isinstance(node, FORBIDDEN_NODES):
             raise SqlRefused(f"only read-only queries are allowed: found a {_describe(node)}")
         if isinstance(node, exp.Func):
-            _check_function(node, engine)
+            if id(node) not in table_functions:
+                _check_function(node, engine)
         elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
             raise SqlRefused("schema-qualified function calls are not allowed; call the function by its name")
         elif isinstance(node, exp.Table):
             tables += 1
-            _check_table(node, engine)
+            if (tvf := _check_table(node, engine)) is not None:
+                table_functions.add(id(tvf))
         elif isinstance(node, exp.CTE):
             ctes += 1
         elif isinstance(node, exp.SetOperation):

@@ -230,3 +230,156 @@ def test_engine_alone_holds(case: Hostile, engine: str, engines: dict[str, Engin
     e.canary()
     if case.engine_errors:
         assert result is None, f"the engine answered {result.rows[:3] if result else None}"
+
+
+# --- mutations: the same attacks, written differently ---------------------------------------------------
+
+REFUSED = [c for c in CASES if c.guard_refuses and c.category != "generated"]
+
+
+def _mutate(sql: str, data: object) -> str:
+    from hypothesis import strategies as st
+
+    draw = data.draw  # type: ignore[attr-defined]
+    ops = draw(st.lists(st.sampled_from(["case", "comment", "space", "suffix", "prefix-ws", "semicolon"]),
+                        min_size=1, max_size=4))
+    for op in ops:
+        if op == "case":
+            sql = "".join(ch.upper() if draw(st.booleans()) else ch.lower() for ch in sql) \
+                if "'" not in sql and '"' not in sql else sql
+        elif op == "comment":
+            parts = sql.split(" ")
+            i = draw(st.integers(0, max(0, len(parts) - 1)))
+            sql = " ".join(parts[:i] + [draw(st.sampled_from(["/**/", "/* x */", "--c\n"]))] + parts[i:])
+        elif op == "space":
+            sql = sql.replace(" ", draw(st.sampled_from(["\n", "\t", "  ", "\r\n", " \f "])))
+        elif op == "suffix":
+            sql = sql + draw(st.sampled_from([";", " ;", " -- done", "\n", ";;"]))
+        elif op == "prefix-ws":
+            sql = draw(st.sampled_from(["\n", "  ", "\t", "/* hi */ "])) + sql
+        elif op == "semicolon":
+            sql = sql.replace(";", draw(st.sampled_from([" ;", ";\n", "; "])))
+    return sql
+
+
+def test_mutated_attacks_are_still_refused_by_the_guard(watched: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(REFUSED), st.data())
+    def check(case: Hostile, data: object) -> None:
+        sql = _mutate(case.sql.replace("{tmp}", str(watched)), data)
+        for engine in case.engines:
+            try:
+                guard_select(sql, engine)
+            except SqlError:
+                continue
+            raise AssertionError(f"guard let a mutated {case.id} through on {engine}: {sql!r}")
+
+    check()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "duckdb"])
+def test_mutated_attacks_change_nothing_through_the_engine_alone(engine: str, engines: dict[str, Engine],
+                                                                  watched: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    e = engines[engine]
+    before = e.snapshot()
+    candidates = [c for c in REFUSED if engine in c.engines and c.category != "resource"]
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(candidates), st.data())
+    def check(case: Hostile, data: object) -> None:
+        sql = _mutate(case.sql.replace("{tmp}", str(watched)), data)
+        try:
+            e.target.execute(sql, timeout_s=TIMEOUT_S, max_rows=10)
+        except SqlError:
+            pass
+        assert e.snapshot() == before, f"state changed after {sql!r}"
+        assert not list(watched.iterdir())
+
+    check()
+    e.canary()
+
+
+# --- and what analytics SQL needs keeps working ---------------------------------------------------------
+
+LEGIT: dict[str, list[str]] = {
+    "all": [
+        "SELECT name, city FROM customers WHERE city LIKE 'P%' ORDER BY name",
+        "SELECT city, count(*), avg(age), max(age) FROM customers GROUP BY city HAVING count(*) > 1",
+        "SELECT c.name, sum(o.amount) FROM customers c JOIN orders o ON o.customer_id = c.id "
+        "GROUP BY c.name ORDER BY 2 DESC LIMIT 3",
+        "WITH t AS (SELECT customer_id, amount, row_number() OVER (PARTITION BY customer_id ORDER BY amount DESC)"
+        " AS rn FROM orders) SELECT * FROM t WHERE rn = 1",
+        "SELECT name, CASE WHEN age IS NULL THEN 'unknown' WHEN age > 35 THEN 'senior' ELSE 'junior' END "
+        "FROM customers",
+        "SELECT coalesce(age, 0), nullif(city, 'Lyon'), upper(name), lower(name), length(name), "
+        "substr(name, 1, 2), replace(name, 'A', 'a'), trim(' x '), abs(-1), round(3.14159, 2) FROM customers",
+        "SELECT name FROM customers WHERE id IN (SELECT customer_id FROM orders WHERE amount > 20) "
+        "UNION SELECT 'none'",
+        "SELECT count(DISTINCT city) FROM customers",
+        "SELECT name FROM customers WHERE EXISTS (SELECT 1 FROM orders WHERE orders.customer_id = customers.id)",
+        "SELECT lag(amount) OVER (ORDER BY id), lead(amount) OVER (ORDER BY id), rank() OVER (ORDER BY amount) "
+        "FROM orders",
+        "SELECT CAST(amount AS INTEGER) FROM orders",
+        "SELECT a, b, count(*) FROM nums GROUP BY a, b ORDER BY 3 DESC LIMIT 5",
+        "SELECT max(placed), min(placed) FROM orders",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) SELECT sum(i) FROM n",
+        "SELECT count(*) FROM customers; -- done",
+        "SELECT 'DROP TABLE customers; DELETE FROM x' AS s",
+        'SELECT name AS "select", city AS "from" FROM customers',
+        "SELECT count(*) FROM customers /* how many */",
+        "SELECT name FROM customers WHERE name NOT IN ('Ann', 'Bob') AND age BETWEEN 20 AND 50",
+    ],
+    "sqlite": [
+        "SELECT strftime('%Y-%m', placed), count(*) FROM orders GROUP BY 1",
+        "SELECT julianday(max(placed)) - julianday(min(placed)) FROM orders",
+        "SELECT key, value FROM json_each('[1,2,3]')",
+        "SELECT name FROM pragma_table_info('customers')",
+        "SELECT group_concat(name, ', ') FROM customers",
+        "SELECT iif(age > 30, 'old', 'young'), ifnull(age, -1), printf('%05.1f', amount), instr(name, 'n') "
+        "FROM customers, orders LIMIT 3",
+        "SELECT total(amount), date(placed, '+1 month') FROM orders GROUP BY placed",
+    ],
+    "duckdb": [
+        "SELECT date_trunc('month', CAST(placed AS DATE)), count(*) FROM orders GROUP BY 1",
+        "SELECT string_agg(name, ', ') FROM customers",
+        "SELECT * FROM range(3)",
+        "SELECT median(age), quantile_cont(age, 0.5) FROM customers",
+        "SELECT arg_max(name, age) FROM customers",
+        "SELECT strftime(CAST(placed AS DATE), '%Y') FROM orders",
+    ],
+    "postgres": [
+        "SELECT to_char(CAST(placed AS date), 'YYYY-MM'), count(*) FROM orders GROUP BY 1",
+        "SELECT date_part('year', CAST(placed AS date)) FROM orders",
+        "SELECT string_agg(name, ', ' ORDER BY name) FROM customers",
+        "SELECT * FROM generate_series(1, 3)",
+        "SELECT name::text, age::numeric FROM customers",
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age) FROM customers",
+        "SELECT extract(month FROM CAST(placed AS date)) FROM orders",
+        "SELECT name FROM customers WHERE name ILIKE 'a%'",
+        "SELECT date_trunc('month', CAST(placed AS timestamp)) FROM orders",
+    ],
+}
+
+
+def _legit_params() -> list[object]:
+    out = []
+    for key, queries in LEGIT.items():
+        for engine in (ENGINES if key == "all" else (key,)):
+            marks = [pytest.mark.postgres] if engine == "postgres" else []
+            out += [pytest.param(engine, q, id=f"{engine}-{i}", marks=marks) for i, q in enumerate(queries)]
+    return out
+
+
+@pytest.mark.parametrize(("engine", "sql"), _legit_params())
+def test_legitimate_analytics_sql_passes_both_layers(engine: str, sql: str, engines: dict[str, Engine]) -> None:
+    if engine not in engines:
+        pytest.skip("PostgreSQL not available")
+    guard_select(sql, engine)
+    result = engines[engine].target.execute(sql, timeout_s=10, max_rows=100)
+    assert result.columns
