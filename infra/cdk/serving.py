@@ -1,0 +1,192 @@
+"""Serving stack: ECS cluster, the API as a Fargate service in private subnets behind a public HTTPS ALB
+(HTTPS only) with a WAF web ACL, target-tracking autoscaling (CPU and requests per target), the deployment circuit
+breaker and alarm-based rollback, plus the tracking service and the dashboard/alarms.
+
+Names are fixed per environment (cluster ``t2s-<env>``, service ``t2s-<env>-api``, task family
+``t2s-<env>-api``) because ``t2s deploy`` finds them by these names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.cdk.config import EnvConfig
+from infra.cdk.data import API_PREFIX, DB_NAME
+from infra.cdk.observability import build_observability
+from infra.cdk.tracking import build_tracking
+from t2s.metric_names import NAMESPACE
+
+API_PORT = 8000
+MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet",
+                       "AWSManagedRulesAmazonIpReputationList")
+
+
+def names(env: str) -> dict[str, str]:
+    """The physical names ``t2s deploy`` relies on."""
+    return {"cluster": f"t2s-{env}", "service": f"t2s-{env}-api", "family": f"t2s-{env}-api",
+            "tracking_service": f"t2s-{env}-tracking"}
+
+
+def _retention(days: int) -> Any:
+    from aws_cdk import aws_logs as logs
+
+    table = {7: logs.RetentionDays.ONE_WEEK, 14: logs.RetentionDays.TWO_WEEKS, 30: logs.RetentionDays.ONE_MONTH,
+             90: logs.RetentionDays.THREE_MONTHS, 180: logs.RetentionDays.SIX_MONTHS,
+             365: logs.RetentionDays.ONE_YEAR}
+    return table[days]
+
+
+def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any, data: Any,
+                        **kwargs: Any) -> Any:
+    import aws_cdk as cdk
+    from aws_cdk import aws_ec2 as ec2
+    from aws_cdk import aws_ecs as ecs
+    from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+    from aws_cdk import aws_iam as iam
+    from aws_cdk import aws_logs as logs
+
+    stack = cdk.Stack(scope, stack_id, **kwargs)
+    n = names(cfg.name)
+    image_uri = cdk.CfnParameter(stack, "ImageUri", type="String",
+                                 description="Container image of the API (and tracking server), e.g. "
+                                             "<repository-uri>:<git-sha>")
+    certificate_arn = cdk.CfnParameter(stack, "CertificateArn", type="String",
+                                       allowed_pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/.+$",
+                                       description="ACM certificate for the public HTTPS listener")
+    image = ecs.ContainerImage.from_registry(image_uri.value_as_string)
+    log_group = logs.LogGroup(stack, "Logs", log_group_name=f"/t2s/{cfg.name}/services",
+                              retention=_retention(cfg.log_retention_days), encryption_key=None,
+                              removal_policy=cdk.RemovalPolicy.RETAIN)
+    cluster = ecs.Cluster(stack, "Cluster", cluster_name=n["cluster"], vpc=network.vpc,
+                          container_insights_v2=ecs.ContainerInsights.ENABLED)
+
+    # --- task role: least privilege ---
+    role = iam.Role(stack, "ApiTaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                    description="t2s API tasks: metrics in its namespace, its secret, its bucket prefix")
+    role.add_to_policy(iam.PolicyStatement(
+        sid="MetricsInOwnNamespace", actions=["cloudwatch:PutMetricData"], resources=["*"],
+        conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}}))
+    role.add_to_policy(iam.PolicyStatement(
+        sid="ModelKeySecret", actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+        resources=[data.model_key.secret_arn]))
+    role.add_to_policy(iam.PolicyStatement(
+        sid="OwnPrefixObjects", actions=["s3:GetObject", "s3:PutObject"],
+        resources=[data.artifacts.arn_for_objects(f"{API_PREFIX}/*")]))
+    role.add_to_policy(iam.PolicyStatement(
+        sid="OwnPrefixList", actions=["s3:ListBucket"], resources=[data.artifacts.bucket_arn],
+        conditions={"StringLike": {"s3:prefix": [f"{API_PREFIX}/*", API_PREFIX]}}))
+    role.add_to_policy(iam.PolicyStatement(
+        sid="DataKey", actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[data.key.key_arn]))
+
+    tracking = build_tracking(stack, cfg, cluster=cluster, network=network, data=data, image=image,
+                              log_group=log_group)
+
+    # --- API task definition ---
+    db = data.database
+    task = ecs.FargateTaskDefinition(stack, "ApiTask", family=n["family"], cpu=cfg.api_cpu,
+                                     memory_limit_mib=cfg.api_memory_mib, task_role=role)
+    task.add_volume(name="tmp")
+    container = task.add_container(
+        "api", image=image, essential=True, readonly_root_filesystem=True,
+        environment={
+            "T2S_SERVE_HOST": "0.0.0.0", "T2S_SERVE_PORT": str(API_PORT), "T2S_SERVE_WORKERS": str(cfg.api_workers),
+            "T2S_SERVE_STORE_URL": f"postgresql+psycopg://t2s@{db.db_instance_endpoint_address}:5432/{DB_NAME}"
+                                   "?sslmode=require",
+            "T2S_REDIS_URL": f"rediss://{data.redis.attr_primary_end_point_address}:6379/0",
+            "MLFLOW_TRACKING_URI": tracking["url"],
+            "T2S_LLM_PROVIDER": "openai",
+            "T2S_METRICS_NAMESPACE": NAMESPACE, "AWS_EMF_ENVIRONMENT": "Local",
+            "T2S_CACHE_DIR": "/tmp/t2s-cache", "HOME": "/tmp", "TMPDIR": "/tmp",
+        },
+        secrets={
+            "T2S_LLM_API_KEY": ecs.Secret.from_secrets_manager(data.model_key),
+            "PGPASSWORD": ecs.Secret.from_secrets_manager(db.secret, "password"),
+            "T2S_REDIS_PASSWORD": ecs.Secret.from_secrets_manager(data.redis_token),
+        },
+        port_mappings=[ecs.PortMapping(container_port=API_PORT)],
+        logging=ecs.LogDrivers.aws_logs(stream_prefix="api", log_group=log_group),
+        health_check=ecs.HealthCheck(
+            command=["CMD", "python", "-c",
+                     f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{API_PORT}/health', timeout=4)"],
+            start_period=cdk.Duration.seconds(40)),
+    )
+    container.add_mount_points(ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False))
+
+    # --- public ALB: HTTPS only (no port 80 listener at all) ---
+    alb = elbv2.ApplicationLoadBalancer(
+        stack, "Alb", vpc=network.vpc, internet_facing=True, security_group=network.groups["alb"],
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC), drop_invalid_header_fields=True,
+        deletion_protection=cfg.deletion_protection)
+    alb.log_access_logs(data.access_logs, prefix="api-alb")
+    listener = alb.add_listener(
+        "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, open=False,
+        certificates=[elbv2.ListenerCertificate.from_arn(certificate_arn.value_as_string)],
+        ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS)
+
+    rollback_alarm_names = [f"t2s-{cfg.name}-5xx-rate", f"t2s-{cfg.name}-latency-p95"]
+    service = ecs.FargateService(
+        stack, "ApiService", cluster=cluster, task_definition=task, service_name=n["service"],
+        desired_count=cfg.min_tasks, min_healthy_percent=100, max_healthy_percent=200,
+        assign_public_ip=False, security_groups=[network.groups["api"]],
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+        health_check_grace_period=cdk.Duration.seconds(60),
+        circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+        deployment_alarms=ecs.DeploymentAlarmConfig(alarm_names=rollback_alarm_names,
+                                                    behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM))
+    target_group = listener.add_targets(
+        "Api", port=API_PORT, protocol=elbv2.ApplicationProtocol.HTTP, targets=[service],
+        deregistration_delay=cdk.Duration.seconds(30),
+        health_check=elbv2.HealthCheck(path="/health/ready", healthy_http_codes="200",
+                                       interval=cdk.Duration.seconds(15), healthy_threshold_count=2,
+                                       unhealthy_threshold_count=3))
+
+    scaling = service.auto_scale_task_count(min_capacity=cfg.min_tasks, max_capacity=cfg.max_tasks)
+    scaling.scale_on_cpu_utilization("CpuScaling", target_utilization_percent=cfg.cpu_target_pct,
+                                     scale_in_cooldown=cdk.Duration.seconds(300),
+                                     scale_out_cooldown=cdk.Duration.seconds(60))
+    scaling.scale_on_request_count("RequestScaling", requests_per_target=cfg.requests_per_target,
+                                   target_group=target_group, scale_in_cooldown=cdk.Duration.seconds(300),
+                                   scale_out_cooldown=cdk.Duration.seconds(60))
+
+    _web_acl(stack, cfg, alb)
+    obs = build_observability(stack, cfg, load_balancer=alb, target_group=target_group, service=service)
+    for alarm in obs["rollback_alarms"]:
+        service.node.add_dependency(alarm)
+    cdk.CfnOutput(stack, "ApiUrl", value=f"https://{alb.load_balancer_dns_name}")
+    cdk.CfnOutput(stack, "AlarmTopicArn", value=obs["topic"].topic_arn)
+    stack.service = service  # type: ignore[attr-defined]
+    stack.observability = obs  # type: ignore[attr-defined]
+    stack.tracking = tracking  # type: ignore[attr-defined]
+    return stack
+
+
+def _web_acl(stack: Any, cfg: EnvConfig, alb: Any) -> Any:
+    """Regional web ACL on the public ALB: AWS managed rule groups plus a per-IP rate limit, logged."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_logs as logs
+    from aws_cdk import aws_wafv2 as waf
+
+    def visibility(name: str) -> waf.CfnWebACL.VisibilityConfigProperty:
+        return waf.CfnWebACL.VisibilityConfigProperty(cloud_watch_metrics_enabled=True, metric_name=name,
+                                                      sampled_requests_enabled=True)
+
+    rules = [waf.CfnWebACL.RuleProperty(
+        name="RateLimitPerIp", priority=0, action=waf.CfnWebACL.RuleActionProperty(block={}),
+        statement=waf.CfnWebACL.StatementProperty(rate_based_statement=waf.CfnWebACL.RateBasedStatementProperty(
+            aggregate_key_type="IP", limit=2000)),
+        visibility_config=visibility("RateLimitPerIp"))]
+    for priority, group in enumerate(MANAGED_RULE_GROUPS, start=1):
+        rules.append(waf.CfnWebACL.RuleProperty(
+            name=group, priority=priority, override_action=waf.CfnWebACL.OverrideActionProperty(none={}),
+            statement=waf.CfnWebACL.StatementProperty(managed_rule_group_statement=(
+                waf.CfnWebACL.ManagedRuleGroupStatementProperty(vendor_name="AWS", name=group))),
+            visibility_config=visibility(group)))
+    acl = waf.CfnWebACL(stack, "WebAcl", scope="REGIONAL", default_action=waf.CfnWebACL.DefaultActionProperty(allow={}),
+                        visibility_config=visibility(f"t2s-{cfg.name}-web-acl"), rules=rules)
+    waf.CfnWebACLAssociation(stack, "WebAclAssociation", resource_arn=alb.load_balancer_arn,
+                             web_acl_arn=acl.attr_arn)
+    waf_logs = logs.LogGroup(stack, "WafLogs", log_group_name=f"aws-waf-logs-t2s-{cfg.name}",
+                             retention=_retention(cfg.log_retention_days), removal_policy=cdk.RemovalPolicy.RETAIN)
+    waf.CfnLoggingConfiguration(stack, "WafLogging", resource_arn=acl.attr_arn,
+                                log_destination_configs=[waf_logs.log_group_arn])
+    return acl
