@@ -43,6 +43,21 @@ def answer(body: dict[str, Any]) -> Reply:
     return Reply(content=f"```sql\n{ANSWERS.get(question, 'SELECT name FROM customers ORDER BY id')}\n```")
 
 
+def start_fake() -> FakeOpenAI:
+    """The scripted model with a listen backlog that takes a burst of concurrent connections (the standard
+    library's default of 5 refuses some of them, which the client would see as an unreachable endpoint)."""
+    from http.server import ThreadingHTTPServer
+
+    default = ThreadingHTTPServer.request_queue_size
+    ThreadingHTTPServer.request_queue_size = 256
+    try:
+        fake = FakeOpenAI()
+    finally:
+        ThreadingHTTPServer.request_queue_size = default
+    fake.responder = answer
+    return fake
+
+
 def prompt_file(version: int) -> dict[str, Any]:
     return {"name": "demo", "version": version, "description": f"version {version}", "dialect": "sqlite",
             "variables": ["schema", "question"],
@@ -134,4 +149,4 @@ def start_uvicorn(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
 
 
 __all__ = ["ANSWERS", "FakeOpenAI", "answer", "build_registry", "free_port", "make_settings", "md5",
-           "start_uvicorn", "write_experiment"]
+           "start_fake", "start_uvicorn", "write_experiment"]

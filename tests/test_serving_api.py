@@ -15,13 +15,12 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.store import feedback, queries
-from tests.serving_support import FakeOpenAI, answer, build_registry, make_settings, md5, write_experiment
+from tests.serving_support import FakeOpenAI, build_registry, make_settings, md5, start_fake, write_experiment
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    server.responder = answer
+    server = start_fake()
     yield server
     server.close()
 

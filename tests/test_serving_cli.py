@@ -20,10 +20,10 @@ from serving.assignment import assign
 from t2s.settings import get_settings
 from tests.serving_support import (
     FakeOpenAI,
-    answer,
     build_registry,
     free_port,
     make_settings,
+    start_fake,
     start_uvicorn,
     write_experiment,
 )
@@ -33,8 +33,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    server.responder = answer
+    server = start_fake()
     yield server
     server.close()
 

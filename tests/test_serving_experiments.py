@@ -13,13 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.serving_support import FakeOpenAI, answer, build_registry, make_settings, write_experiment
+from tests.serving_support import FakeOpenAI, build_registry, make_settings, start_fake, write_experiment
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    server.responder = answer
+    server = start_fake()
     yield server
     server.close()
 
