@@ -58,7 +58,7 @@ def _prepare(sql: str, dialect: str, target: Target, role: str, rules: MatchRule
         sql = spider_text.prepare_gold(sql) if role == "gold" else spider_text.prepare_pred(sql)
     elif rules.strip_distinct:
         sql = spider_text.strip_distinct(sql)
-    tree = guard_select(sql, dialect)
+    tree = guard_select(sql, dialect, engine=target.engine)
     return to_dialect(tree, sql, dialect, target.dialect), tree
 
 

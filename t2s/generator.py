@@ -102,7 +102,7 @@ class SqlGenerator:
                       cached=completion.cached, model=completion.model, **base)
         try:
             candidate = extract_sql(completion.text)
-            tree = guard_select(candidate, self.spec.dialect)
+            tree = guard_select(candidate, self.spec.dialect, engine=target.engine)
             sql = to_dialect(tree, candidate, self.spec.dialect, target.dialect)
         except SqlError as exc:
             return Generation(sql=None, error=exc.error_class, detail=str(exc), **result)
