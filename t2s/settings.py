@@ -73,6 +73,47 @@ class Settings(BaseSettings):
     serve_user_hash_key: SecretStr = Field(SecretStr("t2s-user"), description="Key of the stored user-id hash.")
     serve_status_ttl_s: float = Field(1.0, ge=0, description="How long a process trusts its cached experiment status.")
 
+    # --- serving in production: auth, rate limits, input limits, metrics, logs, model circuit breaker
+    # (see serving/auth.py, serving/ratelimit.py, serving/metrics.py, serving/breaker.py and the README's
+    # "Serving in production") ---
+    serve_auth: Literal["none", "required"] = Field(
+        "none", description="'required': every /v1 and /admin call needs a JWT or an API key. 'none' is only "
+                            "accepted on a loopback host unless T2S_SERVE_ALLOW_NO_AUTH is set.")
+    serve_allow_no_auth: bool = Field(False, description="Serve without auth on a non-loopback host (never in production).")
+    serve_jwks_url: str | None = Field(None, description="OIDC JWKS URL (Cognito: https://cognito-idp.REGION.amazonaws.com/POOL/.well-known/jwks.json).")
+    serve_jwt_issuer: str | None = Field(None, description="Expected `iss` (Cognito: https://cognito-idp.REGION.amazonaws.com/POOL).")
+    serve_jwt_client_ids: list[str] = Field(default_factory=list, description="Accepted `client_id` (or `aud`) values.")
+    serve_jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256"], description="Accepted signature algorithms (asymmetric only).")
+    serve_jwt_roles_claim: str = Field("cognito:groups", description="Claim holding the caller's groups.")
+    serve_jwt_admin_groups: list[str] = Field(default_factory=lambda: ["admin"], description="Groups that make a caller admin.")
+    serve_jwt_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
+    serve_jwks_ttl_s: float = Field(300.0, gt=0, description="How long the fetched JWKS is trusted before a refetch.")
+    serve_jwks_cooldown_s: float = Field(30.0, ge=0, description="Least time between refetches caused by an unknown kid.")
+    serve_api_keys_file: Path | None = Field(None, description="JSON list of {name, sha256, role} API-key records.")
+    serve_rate_limit: str = Field("10/minute", description="Per-principal limit on POST /v1/sql (limits syntax).")
+    serve_rate_limit_other: str = Field("120/minute", description="Per-principal limit on the other /v1 and /admin calls.")
+    serve_redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("T2S_SERVE_REDIS_URL", "T2S_REDIS_URL"),
+        description="Redis shared by all replicas for rate limits (redis:// or rediss://); memory when unset.")
+    serve_redis_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("T2S_SERVE_REDIS_PASSWORD", "T2S_REDIS_PASSWORD"),
+        description="Redis AUTH token (kept out of the URL).")
+    serve_rate_limit_on_redis_error: Literal["local", "closed"] = Field(
+        "local", description="Redis unreachable: 'local' limits per process in memory; 'closed' answers 503.")
+    serve_max_body_bytes: int = Field(262_144, ge=1024, description="Larger request bodies are refused (HTTP 413).")
+    serve_cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
+    metrics_namespace: str = Field("TextToSQL", description="CloudWatch namespace of the serving metrics.")
+    serve_metrics: Literal["auto", "none", "emf", "cloudwatch", "both"] = Field(
+        "auto", description="Metric sinks: EMF lines on stdout, PutMetricData, both; auto = emf on ECS/AWS_EMF_ENVIRONMENT.")
+    serve_metrics_buffer: int = Field(20_000, ge=10, description="Datums buffered for PutMetricData before drops.")
+    serve_metrics_flush_s: float = Field(10.0, gt=0, description="How often PutMetricData batches are sent.")
+    serve_cloudwatch_endpoint: str | None = Field(None, description="CloudWatch endpoint URL override (tests, VPC endpoints).")
+    serve_log_content: bool = Field(False, description="Put questions and SQL into the request log lines.")
+    serve_log_format: Literal["json", "text"] = Field("json", description="Request log lines as JSON or plain text.")
+    serve_breaker_failures: int = Field(5, ge=1, description="Consecutive model failures that open the circuit.")
+    serve_breaker_reset_s: float = Field(30.0, gt=0, description="How long the circuit stays open before one probe.")
+    serve_answer_cache: int = Field(1024, ge=0, description="Answers kept per process to serve while the circuit is open.")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
