@@ -11,7 +11,7 @@ connect as a role that can only read the dataset's schemas:
   there later), ``CREATE`` on none;
 - role settings that hold even if the application forgot them: ``default_transaction_read_only``,
   ``statement_timeout``, ``idle_in_transaction_session_timeout``, ``lock_timeout``, ``temp_file_limit``,
-  ``work_mem`` and a ``search_path`` of the dataset schemas.
+  ``work_mem``, ``standard_conforming_strings`` and a ``search_path`` of the dataset schemas.
 
 :func:`reader_role_sql` returns the statements (``t2s db reader-role`` prints them for a DBA to review or
 applies them with ``--apply``); :func:`check_reader` is what the engine runs at connect time: a session
@@ -64,6 +64,7 @@ def reader_role_sql(role: ReaderRole) -> list[Any]:
     ]
     settings = {
         "default_transaction_read_only": "on",
+        "standard_conforming_strings": "on",  # backslashes in '…' are literal, as the guard's tokenizer reads them
         "statement_timeout": str(role.statement_timeout_ms),
         "lock_timeout": str(role.lock_timeout_ms),
         "idle_in_transaction_session_timeout": str(role.idle_in_transaction_timeout_ms),
