@@ -19,6 +19,7 @@ worker). Requests and replies are length-prefixed pickles on the worker's stdin 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pickle
@@ -170,10 +171,12 @@ class Sandbox:
                 self._cond.wait()
         try:
             return _Worker(self.memory_mb)
-        except BaseException:
+        except BaseException as exc:
             with self._cond:
                 self._count -= 1
                 self._cond.notify()
+            if isinstance(exc, OSError):
+                raise errors.SqlExecutionError(f"cannot start a SQL worker process: {exc}") from exc
             raise
 
     def _release(self, worker: _Worker) -> None:
@@ -217,9 +220,14 @@ def _close_default() -> None:
         _default.close()
 
 
-import atexit  # noqa: E402 - registered once the pool exists in this module
+def _forget_inherited_pool() -> None:
+    """A forked child must not share its parent's workers (their pipes would interleave): start afresh."""
+    global _default
+    _default = None
+
 
 atexit.register(_close_default)
+os.register_at_fork(after_in_child=_forget_inherited_pool)
 
 
 # --- the worker side ------------------------------------------------------------------------------------
