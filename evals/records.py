@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +32,14 @@ class EvalItem(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    # What the generation strategy did (t2s.strategy); defaults describe a single model call.
+    strategy: str = "single"
+    model_calls: int = 1
+    extra_tokens: int = 0  # tokens beyond the first model call (samples and repairs)
+    candidates: int = 1  # queries considered (samples × repair rounds)
+    repair_rounds: int = 0
+    votes: str = ""  # "3/5": the chosen result's group over the candidates that executed
+    strategy_trace: dict[str, Any] | None = None  # t2s.strategy.StrategyTrace.as_dict()
 
 
 class VariantRun(BaseModel):

@@ -80,6 +80,22 @@ def generate_and_score(gen: SqlGenerator, dataset: Dataset, score_config: ScoreC
         scoring.shutdown()
 
 
+def strategy_fields(g: Generation) -> dict[str, Any]:
+    """The per-item record of what the version's strategy did (defaults for ``single``)."""
+    trace = g.trace
+    if not trace:
+        return {"strategy": g.strategy, "model_calls": g.model_calls}
+    candidates = trace["candidates"]
+    chosen = candidates[trace["chosen"]] if trace.get("chosen") is not None else None
+    votes = ""
+    if trace.get("votes") and chosen is not None and chosen.get("group") is not None:
+        votes = f"{trace['votes'][chosen['group']]}/{sum(trace['votes'])}"
+    first = candidates[0].get("tokens", 0) if candidates else 0
+    return {"strategy": g.strategy, "model_calls": g.model_calls, "candidates": len(candidates),
+            "repair_rounds": trace.get("repair_rounds", 0), "votes": votes,
+            "extra_tokens": max(0, g.prompt_tokens + g.completion_tokens - first), "strategy_trace": trace}
+
+
 def cell_metrics(items: list[EvalItem], verdict_metrics: dict[str, float], model: ModelSpec) -> dict[str, float]:
     latencies = [i.latency_s for i in items if not i.cached] or [i.latency_s for i in items] or [0.0]
     ordered = sorted(latencies)
@@ -99,6 +115,8 @@ def cell_metrics(items: list[EvalItem], verdict_metrics: dict[str, float], model
         "estimated_cost_usd": prompt_tokens / 1000 * model.price_per_1k_input
         + completion_tokens / 1000 * model.price_per_1k_output,
         "cache_hit_rate": sum(i.cached for i in items) / len(items),
+        "model_calls_per_question": sum(i.model_calls for i in items) / len(items),
+        "extra_tokens_per_question": sum(i.extra_tokens for i in items) / len(items),
     }
     return out
 
@@ -126,7 +144,7 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
             gold_sql=ex.gold_sql, pred_sql=g.sql, match=v.match, error_class=error, exact_match=v.exact_match,
             valid_sql=v.valid_sql and g.sql is not None, detail=detail, gold_preview=v.gold_preview or "",
             pred_preview=v.pred_preview or "", latency_s=g.latency_s, prompt_tokens=g.prompt_tokens,
-            completion_tokens=g.completion_tokens, cached=g.cached))
+            completion_tokens=g.completion_tokens, cached=g.cached, **strategy_fields(g)))
     summary = summarize(v for v, _ in verdicts)
     metrics = cell_metrics(records, {k: v for k, v in summary.flat().items() if not k.startswith("error_rate/missing")},
                            model)

@@ -78,7 +78,9 @@ def _items_frame(variant: VariantRun) -> Any:
         "gold_sql": i.gold_sql, "predicted_sql": i.pred_sql or "", "match": i.match,
         "error_class": i.error_class or "", "exact_match": i.exact_match, "gold_result": i.gold_preview,
         "predicted_result": i.pred_preview, "latency_s": round(i.latency_s, 3),
-        "tokens": i.prompt_tokens + i.completion_tokens} for i in variant.items])
+        "tokens": i.prompt_tokens + i.completion_tokens, "strategy": i.strategy, "model_calls": i.model_calls,
+        "extra_tokens": i.extra_tokens, "candidates": i.candidates, "repair_rounds": i.repair_rounds,
+        "votes": i.votes} for i in variant.items])
 
 
 def _dataset_input(variant: VariantRun, dataset_root: Path) -> Any:

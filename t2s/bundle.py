@@ -11,10 +11,15 @@ environment's settings at predict time.
 - ``prompt_uri``: ``prompts:/<name>/<version>``
 - ``llm``: ``{"provider": ..., "model": ...}`` (plus ``base_url`` for provider ``compatible``)
 - ``dataset``: the dataset directory whose databases (and training split) questions refer to
+
+The prompt version carries its generation strategy (``strategy:``, see :mod:`t2s.strategy`), so the bundle
+runs exactly the strategy that was evaluated; the output's ``strategy``, ``model_calls`` and ``trace`` (JSON)
+columns say what it did per question.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -30,7 +35,7 @@ from t2s.errors import ConfigError
 REGISTERED_MODEL = "t2s-generator"
 INPUT_COLUMNS = ("question", "db_id", "id", "evidence")
 OUTPUT_COLUMNS = ("id", "question", "sql", "error", "detail", "latency_s", "prompt_tokens", "completion_tokens",
-                  "cached", "prompt", "model")
+                  "cached", "prompt", "model", "strategy", "model_calls", "trace")
 
 
 class GeneratorBundle(mlflow.pyfunc.PythonModel):
@@ -82,7 +87,9 @@ class GeneratorBundle(mlflow.pyfunc.PythonModel):
                 targets[db_id] = open_db(ds, db_id, get_settings().postgres_dsn)
             gen = generator.generate(str(row["question"]), targets[db_id], evidence=row.get("evidence"),
                                      question_id=str(row.get("id") or i))
-            rows.append({"id": gen.question_id, **{c: getattr(gen, c) for c in OUTPUT_COLUMNS if c != "id"}})
+            out = {"id": gen.question_id, **{c: getattr(gen, c) for c in OUTPUT_COLUMNS if c not in ("id", "trace")}}
+            out["trace"] = json.dumps(gen.trace, default=str) if gen.trace is not None else ""
+            rows.append(out)
         for t in targets.values():
             t.close()
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
@@ -103,7 +110,8 @@ def bundle_signature() -> Any:
 
     inputs = Schema([ColSpec("string", "question"), *(ColSpec("string", c, required=False)
                                                         for c in ("db_id", "id", "evidence"))])
-    types = {"latency_s": "double", "prompt_tokens": "long", "completion_tokens": "long", "cached": "boolean"}
+    types = {"latency_s": "double", "prompt_tokens": "long", "completion_tokens": "long", "cached": "boolean",
+             "model_calls": "long"}
     outputs = Schema([ColSpec(types.get(c, "string"), c) for c in OUTPUT_COLUMNS])
     params = ParamSchema([ParamSpec("base_url", "string", ""), ParamSpec("dataset", "string", "")])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)

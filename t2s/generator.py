@@ -5,25 +5,34 @@ few-shot examples retrieved from a training split), calls the model through :cla
 extracts the SQL, checks it with the guard and transpiles it to the engine's dialect. A model answer that
 yields no usable SQL is a recorded failure (:attr:`Generation.error`), not an exception; an unreachable
 endpoint or rejected credentials raise, since no question can succeed then.
+
+The version's ``strategy`` (:mod:`t2s.strategy`) decides what happens around the model call: one call
+(``single``), execution-guided repair, or self-consistency by execution voting. Candidates are executed
+on the question's own target through a result cache, and :attr:`Generation.trace` records what happened.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from t2s.datasets import GoldExample
-from t2s.errors import LLMAuthError, LLMError, LLMUnavailable, SqlError
+from t2s.errors import LLMAuthError, LLMError, LLMUnavailable, SqlError, SqlTimeout
 from t2s.execution import Target
 from t2s.guard import guard_select, to_dialect
 from t2s.prompts import PromptSpec
 from t2s.schema_context import build_schema_context
 from t2s.sql_extract import extract_sql
+from t2s.strategy import Candidate, StrategyTrace, question_implies_rows, repair_message, tables_in, vote
 
 DIALECT_NAMES = {"sqlite": "SQLite", "tsql": "T-SQL (SQL Server)", "postgres": "PostgreSQL", "duckdb": "DuckDB",
                  "mysql": "MySQL", "bigquery": "BigQuery", "snowflake": "Snowflake"}
 GENERATION_ERRORS = ("llm_error", "no_sql", "parse_error", "refused")
+#: Executed candidates remembered per generator (by database fingerprint, SQL and row cap).
+RESULT_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -34,12 +43,15 @@ class Generation:
     error: str | None  # one of GENERATION_ERRORS
     detail: str
     latency_s: float
-    prompt_tokens: int
+    prompt_tokens: int  # over all model calls of the strategy
     completion_tokens: int
-    cached: bool
+    cached: bool  # every model call was answered from the completion cache
     prompt: str  # name@version
     model: str
     question_id: str | None = None
+    strategy: str = "single"
+    model_calls: int = 1
+    trace: dict[str, Any] | None = None  # StrategyTrace.as_dict() for strategies other than single
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +59,21 @@ class Generation:
 
 def format_examples(examples: list[GoldExample]) -> str:
     return "\n\n".join(f"Question: {ex.question}\nSQL: {ex.gold_sql.strip().rstrip(';')}" for ex in examples)
+
+
+@dataclass
+class _Call:
+    """One model answer turned into a candidate query."""
+
+    text: str
+    sql: str | None
+    error: str | None
+    detail: str
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+    model: str
 
 
 class SqlGenerator:
@@ -59,14 +86,30 @@ class SqlGenerator:
         self.spec = spec
         self.llm = llm
         self.pool = few_shot_pool or []
+        self._results: OrderedDict[tuple[str, str, int], tuple[list[tuple[Any, ...]] | None, SqlError | None]] = \
+            OrderedDict()
+        self._results_lock = threading.Lock()
 
-    def few_shot(self, question: str) -> list[GoldExample]:
+    def few_shot(self, question: str, target: Target | None = None) -> list[GoldExample]:
+        """The version's ``few_shot.k`` examples for ``question`` (deterministic). ``masked_similarity``
+        masks the words of ``target``'s schema; without a target only values are masked."""
         if not self.spec.few_shot.k:
             return []
-        from t2s.retrieval import bm25_rank
-
         keys = [ex.id for ex in self.pool]
-        top = bm25_rank(keys, [ex.question for ex in self.pool], question, top_k=self.spec.few_shot.k)
+        questions = [ex.question for ex in self.pool]
+        if self.spec.few_shot.selector == "masked_similarity":
+            from t2s.example_selection import masked_similarity_rank, schema_words
+            from t2s.schema_context import introspect
+
+            names: list[str] = []
+            if target is not None:
+                for table in introspect(target).tables:
+                    names += [table.name, *(c.name for c in table.columns)]
+            top = masked_similarity_rank(keys, questions, question, schema_words(names), top_k=self.spec.few_shot.k)
+        else:
+            from t2s.retrieval import bm25_rank
+
+            top = bm25_rank(keys, questions, question, top_k=self.spec.few_shot.k)
         by_id = {ex.id: ex for ex in self.pool}
         return [by_id[k] for k in top]
 
@@ -75,35 +118,137 @@ class SqlGenerator:
             "question": question.strip(),
             "schema": build_schema_context(target, self.spec.schema_context, question),
             "dialect": DIALECT_NAMES.get(self.spec.dialect, self.spec.dialect),
-            "examples": format_examples(self.few_shot(question)),
+            "examples": format_examples(self.few_shot(question, target)),
             "evidence": (evidence or "").strip(),
         }
         return self.spec.render(values)
 
-    def generate(self, question: str, target: Target, *, evidence: str | None = None,
-                 question_id: str | None = None) -> Generation:
+    # -- one model call
+
+    def _params(self, sample: int = 0) -> Any:
         from t2s.llm import ChatParams
 
-        start = time.perf_counter()
-        messages = self.messages(question, target, evidence)
         p = self.spec.model
-        params = ChatParams(temperature=p.temperature, max_tokens=p.max_tokens, stop=tuple(p.stop), seed=p.seed)
-        base = {"question": question, "prompt": self.spec.ref, "question_id": question_id}
+        if sample == 0:
+            return ChatParams(temperature=p.temperature, max_tokens=p.max_tokens, stop=tuple(p.stop), seed=p.seed)
+        return ChatParams(temperature=self.spec.strategy.temperature, max_tokens=p.max_tokens, stop=tuple(p.stop),
+                          seed=(p.seed or 0) + sample)
+
+    def _call(self, messages: list[dict[str, str]], params: Any, target: Target) -> _Call:
+        """Ask the model and extract, guard and transpile its SQL. Only an unusable endpoint raises."""
+        start = time.perf_counter()
         try:
             completion = self.llm.complete(messages, params)
         except (LLMUnavailable, LLMAuthError):
             raise
         except LLMError as exc:
-            return Generation(sql=None, raw_text="", error="llm_error", detail=str(exc),
-                              latency_s=time.perf_counter() - start, prompt_tokens=0, completion_tokens=0,
-                              cached=False, model=getattr(self.llm, "model", ""), **base)
-        result = dict(raw_text=completion.text, latency_s=completion.latency_s,
-                      prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                      cached=completion.cached, model=completion.model, **base)
+            return _Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
+                         getattr(self.llm, "model", ""))
+        call = _Call(completion.text, None, None, "", completion.latency_s, completion.prompt_tokens,
+                     completion.completion_tokens, completion.cached, completion.model)
         try:
             candidate = extract_sql(completion.text)
             tree = guard_select(candidate, self.spec.dialect, engine=target.engine)
-            sql = to_dialect(tree, candidate, self.spec.dialect, target.dialect)
+            call.sql = to_dialect(tree, candidate, self.spec.dialect, target.dialect)
         except SqlError as exc:
-            return Generation(sql=None, error=exc.error_class, detail=str(exc), **result)
-        return Generation(sql=sql, error=None, detail="", **result)
+            call.error, call.detail = exc.error_class, str(exc)
+        return call
+
+    def generate(self, question: str, target: Target, *, evidence: str | None = None,
+                 question_id: str | None = None) -> Generation:
+        messages = self.messages(question, target, evidence)
+        base = {"question": question, "prompt": self.spec.ref, "question_id": question_id}
+        if self.spec.strategy.kind == "single":
+            c = self._call(messages, self._params(), target)
+            return Generation(sql=c.sql, raw_text=c.text, error=c.error, detail=c.detail, latency_s=c.latency_s,
+                              prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cached=c.cached,
+                              model=c.model, **base)
+        return self._run_strategy(question, messages, target, base)
+
+    # -- strategies
+
+    def _execute(self, sql: str, target: Target, fingerprint: str, trace: StrategyTrace
+                 ) -> tuple[list[tuple[Any, ...]] | None, SqlError | None]:
+        """Rows or the engine's error, through the result cache (timeouts are not cached)."""
+        st = self.spec.strategy
+        key = (fingerprint, sql, st.max_rows)
+        with self._results_lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key]
+        trace.executions += 1
+        try:
+            entry: tuple[list[tuple[Any, ...]] | None, SqlError | None] = (
+                [tuple(r) for r in target.execute(sql, timeout_s=st.timeout_s, max_rows=st.max_rows).rows], None)
+        except SqlTimeout as exc:
+            return None, exc
+        except SqlError as exc:
+            entry = (None, exc)
+        with self._results_lock:
+            self._results[key] = entry
+            while len(self._results) > RESULT_CACHE_SIZE:
+                self._results.popitem(last=False)
+        return entry
+
+    def _table_columns(self, sql: str | None, target: Target) -> dict[str, list[str]]:
+        from t2s.schema_context import introspect
+
+        tables = {t.name: t for t in introspect(target).tables}
+        return {name: [c.name for c in tables[name].columns] for name in tables_in(sql, list(tables))}
+
+    def _run_strategy(self, question: str, messages: list[dict[str, str]], target: Target,
+                      base: dict[str, Any]) -> Generation:
+        st = self.spec.strategy
+        start = time.perf_counter()
+        trace = StrategyTrace(kind=st.kind)
+        fingerprint = target.fingerprint()
+        calls: list[_Call] = []
+        finals: list[tuple[int, list[tuple[Any, ...]] | None]] = []  # per sample: (candidate index, rows)
+        wants_rows = st.repair_on_empty and question_implies_rows(question)
+        for sample in range(st.samples):
+            conversation = list(messages)
+            call = self._call(conversation, self._params(sample), target)
+            calls.append(call)
+            best: tuple[int, list[tuple[Any, ...]] | None] | None = None
+            for rnd in range(st.repair_rounds + 1):
+                rows, failure = self._execute(call.sql, target, fingerprint, trace) if call.sql else (None, None)
+                cand = Candidate(sample=sample, round=rnd, sql=call.sql,
+                                 error=call.error or (failure.error_class if failure else None),
+                                 detail=call.detail or (str(failure) if failure else ""),
+                                 rows=None if rows is None else len(rows),
+                                 tokens=call.prompt_tokens + call.completion_tokens)
+                trace.candidates.append(cand)
+                index = len(trace.candidates) - 1
+                if rows is not None and (best is None or not best[1]):
+                    best = (index, rows)  # an executed answer beats a failed one; a non-empty one an empty one
+                empty = rows is not None and not rows and wants_rows
+                repairable = (call.error is not None and call.error != "llm_error") or failure is not None or empty
+                if not repairable or rnd == st.repair_rounds:
+                    break
+                conversation += [{"role": "assistant", "content": call.text.strip() or "(no answer)"},
+                                 {"role": "user", "content": repair_message(
+                                     cand.error or "empty_result", cand.detail, self._table_columns(call.sql, target),
+                                     empty=empty and failure is None and call.error is None)}]
+                call = self._call(conversation, self._params(), target)
+                calls.append(call)
+                trace.repair_rounds += 1
+            finals.append(best or (len(trace.candidates) - 1, None))
+        if st.kind == "self_consistency":
+            groups, trace.votes, winner = vote([rows for _, rows in finals])
+            for (index, _), group in zip(finals, groups, strict=True):
+                trace.candidates[index].group = group
+            if winner is not None:
+                trace.chosen = finals[winner][0]
+        if trace.chosen is None:  # nothing executed (or no vote): the first sample's answer
+            with_sql = [i for i, _ in finals if trace.candidates[i].sql is not None]
+            trace.chosen = with_sql[0] if with_sql else finals[0][0]
+        trace.model_calls = len(calls)
+        chosen = trace.candidates[trace.chosen]
+        raw = calls[trace.chosen].text  # one call per candidate, appended in step
+        gen_error = None if chosen.sql is not None else (chosen.error or "no_sql")
+        return Generation(
+            sql=chosen.sql, raw_text=raw, error=gen_error, detail="" if chosen.sql is not None else chosen.detail,
+            latency_s=time.perf_counter() - start, prompt_tokens=sum(c.prompt_tokens for c in calls),
+            completion_tokens=sum(c.completion_tokens for c in calls), cached=all(c.cached for c in calls),
+            model=calls[-1].model, strategy=st.summary(), model_calls=len(calls), trace=trace.as_dict(), **base)
+

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from t2s.errors import PromptError
 from t2s.fileio import first_validation_error, read_yaml_mapping
+from t2s.strategy import StrategySettings
 
 KNOWN_VARIABLES: dict[str, str] = {
     "question": "the user's question",
@@ -64,6 +65,8 @@ class FewShotSettings(BaseModel):
 
     k: int = Field(0, ge=0, le=20)
     split: str = Field("train", pattern=r"^[A-Za-z0-9_-]+$", description="<split>.jsonl beside the dataset.")
+    selector: Literal["bm25", "masked_similarity"] = Field(
+        "bm25", description="bm25 over raw questions, or masked-question similarity (t2s.example_selection).")
 
 
 class PromptSpec(BaseModel):
@@ -80,6 +83,8 @@ class PromptSpec(BaseModel):
     model: ModelParams = Field(default_factory=ModelParams)
     schema_context: SchemaSettings = Field(default_factory=SchemaSettings)
     few_shot: FewShotSettings = Field(default_factory=FewShotSettings)
+    strategy: StrategySettings = Field(default_factory=StrategySettings,
+                                       description="What the generator does around the model call (t2s.strategy).")
 
     @model_validator(mode="after")
     def _placeholders_match_variables(self) -> PromptSpec:
@@ -117,9 +122,19 @@ class PromptSpec(BaseModel):
     def uri(self) -> str:
         return f"prompts:/{self.name}/{self.version}"
 
+    def canonical(self) -> dict[str, Any]:
+        """The spec as JSON data. Settings added after versions were registered (``strategy``,
+        ``few_shot.selector``) are left out while at their defaults, so those versions keep their hash."""
+        data = self.model_dump(mode="json")
+        if self.strategy == StrategySettings():
+            data.pop("strategy")
+        if self.few_shot.selector == "bm25":
+            data["few_shot"].pop("selector")
+        return data
+
     def content_hash(self) -> str:
-        """sha256 of the canonical JSON of the whole spec: any change of meaning changes it."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of the whole spec (strategy included): any change of meaning changes it."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def render(self, values: dict[str, str]) -> list[dict[str, str]]:
@@ -299,7 +314,8 @@ def push(library: PromptLibrary, names: list[str] | None = None) -> list[tuple[s
             version = client.register_prompt(
                 name=spec.name, template=spec.registry_template(), commit_message=spec.description,
                 tags={HASH_TAG: spec.content_hash(), "t2s.file": str(pf.path), "t2s.dialect": spec.dialect,
-                      "t2s.spec": json.dumps(spec.model_dump(mode="json", exclude={"messages"}), sort_keys=True)},
+                      "t2s.spec": json.dumps({k: v for k, v in spec.canonical().items() if k != "messages"},
+                                           sort_keys=True)},
                 model_config={"temperature": spec.model.temperature, "max_tokens": spec.model.max_tokens,
                               **({"stop_sequences": spec.model.stop} if spec.model.stop else {})},
             )
