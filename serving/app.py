@@ -4,11 +4,19 @@ At start: the store (migrated to the newest schema), the served databases, the e
 variants from the MLflow registry. Blocking work (model calls, execution, store writes) runs in a thread
 pool of ``T2S_SERVE_THREADS`` threads, so slow model calls overlap instead of queueing behind each other.
 Errors leave as ``{"error": {"type", "message"}}`` with a 4xx/5xx status — never a stack trace.
+
+In front of the routes: CORS (only the origins in ``T2S_SERVE_CORS_ORIGINS``), a body-size limit
+(``T2S_SERVE_MAX_BODY_BYTES``, 413), and the request log (:mod:`serving.logs`: one JSON line per request,
+``X-Request-ID`` echoed or made). Per route: authentication, role and rate limit (:mod:`serving.deps`).
+The lifespan refuses to start without authentication on a non-loopback host (:func:`serving.auth.check_exposure`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,17 +26,57 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from serving.logs import REQUEST_LOGGER, request_fields
 from serving.schemas import ErrorPublic
 from t2s.settings import Settings, get_settings
 
 log = logging.getLogger("t2s.serving")
 
-_STATUS_TYPES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-                 422: "invalid_request", 503: "unavailable"}
+_STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid_request",
+                 429: "rate_limited", 503: "unavailable"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def _error(status: int, type_: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status)
+def _error(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+
+
+class RequestLog:
+    """ASGI middleware: request id in and out, one structured log line per request (status, latency,
+    principal, variant, outcome). Pure ASGI, so it adds no per-request task or body buffering."""
+
+    def __init__(self, app: Any, log_content: bool) -> None:
+        self.app = app
+        self.log_content = log_content
+        self.log = logging.getLogger(REQUEST_LOGGER)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.datastructures import MutableHeaders
+
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["path"] != "/health":
+                fields = request_fields(Request(scope), status, (time.perf_counter() - start) * 1000.0,
+                                        self.log_content)
+                self.log.info("request", extra=fields)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -40,14 +88,28 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from serving.service import UnknownDatabase, VariantUnavailable
+    from serving.auth import AuthUnavailable, Forbidden, Unauthenticated
+    from serving.ratelimit import LimiterUnavailable, RateLimited
+    from serving.service import StoreUnavailable, UnknownDatabase, VariantUnavailable
     from serving.store import LabelExists, UnknownQuery
     from t2s.errors import Text2SQLError
 
     mapping: list[tuple[type[Exception], int, str]] = [
         (UnknownQuery, 404, "unknown_query"), (UnknownDatabase, 404, "unknown_database"),
         (LabelExists, 409, "label_exists"), (VariantUnavailable, 503, "variant_unavailable"),
+        (Unauthenticated, 401, "unauthorized"), (Forbidden, 403, "forbidden"),
+        (AuthUnavailable, 503, "auth_unavailable"), (RateLimited, 429, "rate_limited"),
+        (LimiterUnavailable, 503, "rate_limit_unavailable"), (StoreUnavailable, 503, "store_unavailable"),
     ]
+
+    def _headers(exc: Exception) -> dict[str, str] | None:
+        if isinstance(exc, Unauthenticated):
+            return {"WWW-Authenticate": 'Bearer realm="t2s"'}
+        if isinstance(exc, RateLimited):
+            return {"Retry-After": str(exc.retry_after_s)}
+        if isinstance(exc, AuthUnavailable | LimiterUnavailable | StoreUnavailable):
+            return {"Retry-After": "5"}
+        return None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -57,13 +119,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, _STATUS_TYPES.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail))
+        return _error(exc.status_code, _STATUS_TYPES.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail),
+                      headers=exc.headers)
 
     @app.exception_handler(Text2SQLError)
     async def _domain(_request: Request, exc: Text2SQLError) -> JSONResponse:
         for cls, status, type_ in mapping:
             if isinstance(exc, cls):
-                return _error(status, type_, str(exc))
+                return _error(status, type_, str(exc), headers=_headers(exc))
         log.error("unhandled platform error: %s", exc)
         return _error(500, "server_error", str(exc))
 
@@ -75,27 +138,50 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: :func:`t2s.settings.get_settings`)."""
+    from serving import logs
+    from serving.auth import Authenticator, check_exposure
+    from serving.metrics import Metrics
+    from serving.ratelimit import RateLimiter
     from serving.routers import admin, experiments, feedback, health, sql
+
+    s = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        s = settings or get_settings()
+        check_exposure(s, s.serve_host)
+        logs.configure(s.serve_log_format)
+        app.state.auth = Authenticator(s)
+        app.state.rate_limiter = RateLimiter(s)
         app.state.limiter = anyio.CapacityLimiter(s.serve_threads)
-        service = await anyio.to_thread.run_sync(start_service, s)
+        app.state.metrics = Metrics(s)
+        try:
+            service = await anyio.to_thread.run_sync(start_service, s)
+        except BaseException:
+            app.state.metrics.close()
+            raise
         app.state.service = service
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(app.state.metrics.close)
             await anyio.to_thread.run_sync(service.close)
 
     app = FastAPI(
         title="Text2SQL Ops serving", version="1",
         summary="Questions to SQL through the promoted bundle, with sticky A/B experiments and feedback.",
-        lifespan=lifespan,
+        lifespan=lifespan, max_body_size=s.serve_max_body_bytes,
         responses={400: {"model": ErrorPublic, "description": "The body is not valid JSON."},
                    500: {"model": ErrorPublic, "description": "Internal error (details in the log)."}},
     )
     install_error_handlers(app)
+    if s.serve_cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=s.serve_cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "X-API-Key",
+                                                                         "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+    app.add_middleware(RequestLog, log_content=s.serve_log_content)
     for module in (sql, feedback, experiments, health, admin):
         app.include_router(module.router)
     return app

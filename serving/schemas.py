@@ -39,6 +39,8 @@ class SqlPublic(BaseModel):
     prompt_version: str
     model_version: str
     latency_ms: float
+    cached: bool = Field(False, description="Served from the answer cache while the model endpoint's circuit "
+                                            "is open (the SQL and rows of an identical earlier question).")
 
 
 class FeedbackCreate(BaseModel):
@@ -65,6 +67,14 @@ class ErrorPublic(BaseModel):
     error: ErrorBody
 
 
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "Missing, expired or invalid credentials."},
+    403: {"model": ErrorPublic, "description": "Valid credentials without the role this call needs."},
+    413: {"model": ErrorPublic, "description": "The body is larger than T2S_SERVE_MAX_BODY_BYTES."},
+    429: {"model": ErrorPublic, "description": "Rate limit exceeded; `Retry-After` says when to retry."},
+}
+
+
 class CheckPublic(BaseModel):
     status: Literal["ok", "degraded", "error"]
     detail: str | None = None
@@ -78,6 +88,10 @@ class ReadyPublic(BaseModel):
     store: CheckPublic
     experiment: str
     variants: dict[str, dict[str, Any]]
+    rate_limits: CheckPublic | None = None
+    auth: CheckPublic | None = None
+    circuits: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 class StopCreate(BaseModel):

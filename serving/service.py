@@ -9,11 +9,16 @@ layer runs in its thread pool. Outcome classes (the report's guardrails):
 - ``guard_refused``: the SQL is not one read-only query — never executed; ``detail`` says why;
 - ``sql_error``: no usable SQL (none in the answer, unparseable) or the engine rejected it;
 - ``timeout``: stopped at the query timeout;
-- ``llm_error``: the model failed.
+- ``llm_error``: the model failed (or its circuit is open: see :mod:`serving.breaker`).
+
+While a model endpoint's circuit is open, an identical question (same variant, database, execute flag)
+answered before is served from :class:`serving.breaker.AnswerCache` and marked ``cached``; any other
+question fails fast (HTTP 503, ``Retry-After``). Both are recorded in the store like every request.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -23,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from serving.assignment import assign
+from serving.breaker import AnswerCache, CircuitBreaker
 from serving.config import ExperimentConfig, load_experiment
 from serving.databases import Databases
 from serving.store import QueryRecord, Store, user_hash
@@ -30,9 +36,19 @@ from serving.variants import LoadedVariant, VariantSet
 from t2s.errors import ConfigError, LLMError, SqlError, SqlRefused, SqlTimeout, Text2SQLError
 from t2s.settings import Settings
 
+log = logging.getLogger("t2s.serving")
+
 
 class UnknownDatabase(Text2SQLError):
     pass
+
+
+class StoreUnavailable(Text2SQLError):
+    """The request store cannot be written (HTTP 503); the record went to the log."""
+
+
+def record_fields(record: QueryRecord) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.__dict__.items()}
 
 
 class VariantUnavailable(Text2SQLError):
@@ -47,6 +63,9 @@ class Answer:
     rows: list[list[Any]] | None = None
     truncated: bool | None = None
     llm_down: bool = False
+    cached: bool = False
+    circuit_open: bool = False
+    retry_after_s: int = 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -86,6 +105,18 @@ class Service:
         self.variants = VariantSet(settings)
         self._status: tuple[float, str | None] = (0.0, None)
         self._status_lock = threading.Lock()
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._breakers_lock = threading.Lock()
+        self.answers = AnswerCache(settings.serve_answer_cache)
+
+    def breaker(self, variant: LoadedVariant) -> CircuitBreaker:
+        """The circuit of the variant's model endpoint (variants on one endpoint share it)."""
+        where = getattr(variant.generator.llm, "where", variant.name)
+        with self._breakers_lock:
+            if where not in self.breakers:
+                self.breakers[where] = CircuitBreaker(self.settings.serve_breaker_failures,
+                                                      self.settings.serve_breaker_reset_s)
+            return self.breakers[where]
 
     # -- lifecycle
 
@@ -145,8 +176,31 @@ class Service:
         if variant is None:
             raise VariantUnavailable(f"variant {choice.variant!r} is not loaded ({self.variants.last_error}); "
                                      "fix the registry or the experiment file, then POST /admin/reload")
-        outcome, sql, detail, columns, rows, truncated, llm_down = self._run(variant, pool, question, execute,
-                                                                              max_rows)
+        cap = min(max_rows or self.settings.serve_max_rows, self.settings.serve_max_rows)
+        breaker = self.breaker(variant)
+        cache_key = (variant.name, database, question, execute)
+        cached = circuit_open = False
+        if breaker.allow():
+            outcome, sql, detail, columns, rows, truncated, llm_down = self._run(variant, pool, question, execute,
+                                                                                  cap)
+            if outcome == "llm_error":  # unreachable, timed out, or still failing after the client's retries
+                breaker.failure()
+            else:
+                breaker.success()
+                if outcome in ("ok", "empty"):
+                    self.answers.put(cache_key, (outcome, sql, columns, rows, truncated))
+        else:
+            circuit_open = True
+            hit = self.answers.get(cache_key)
+            if hit is not None:
+                outcome, sql, columns, rows, truncated = hit
+                if rows is not None and len(rows) > cap:
+                    rows, truncated = rows[:cap], True
+                detail, llm_down, cached = "cached answer: the model endpoint's circuit is open", False, True
+            else:
+                outcome, sql, columns, rows, truncated, llm_down = "llm_error", None, None, None, None, True
+                detail = (f"circuit open: the model endpoint failed {breaker.threshold} times in a row; "
+                          f"retry in {breaker.retry_after_s()} s")
         key = self.settings.serve_user_hash_key.get_secret_value()
         record = QueryRecord(
             query_id=str(uuid.uuid4()), ts=datetime.now(UTC),
@@ -156,10 +210,16 @@ class Service:
             prompt_version=variant.prompt_version, model_version=variant.model_version, model=variant.model,
             database=database, question=question, sql=sql, outcome=outcome, detail=detail or None,
             latency_ms=(time.perf_counter() - start) * 1000.0, rows_returned=None if rows is None else len(rows))
-        self.store.record(record)
-        return Answer(record, pool.dialect, columns, rows, truncated, llm_down)
+        try:
+            self.store.record(record)
+        except Exception as exc:  # the store is down: the record goes to the log instead of being lost
+            log.error("store write failed; request record follows", extra={"record": record_fields(record)})
+            raise StoreUnavailable(f"the request store cannot be written ({type(exc).__name__}); query "
+                                   f"{record.query_id} was logged instead; retry later") from None
+        return Answer(record, pool.dialect, columns, rows, truncated, llm_down, cached, circuit_open,
+                      breaker.retry_after_s() if llm_down else 0)
 
-    def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, max_rows: int | None
+    def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, cap: int
              ) -> tuple[str, str | None, str, list[str] | None, list[list[Any]] | None, bool | None, bool]:
         from t2s.guard import guard_select
 
@@ -185,7 +245,6 @@ class Service:
                 None, None, None, False
         if not execute:
             return "ok", sql, "", None, None, None, False
-        cap = min(max_rows or self.settings.serve_max_rows, self.settings.serve_max_rows)
         try:
             with pool.target() as target:
                 result = target.execute(sql, timeout_s=self.settings.query_timeout_s, max_rows=cap)

@@ -1,7 +1,7 @@
 """Admin: reload aliases and the experiment file; stop or resume the experiment (no restart needed).
 
-Every caller is admin until authentication exists; the ``AdminDep`` dependency on this router is where
-the check goes.
+Every route needs the admin role (``require_admin`` on the router: a JWT in an admin group or an admin
+API key; every caller when ``T2S_SERVE_AUTH=none``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, HTTPException
 
 from serving.deps import LimiterDep, ServiceDep, require_admin
-from serving.schemas import ErrorPublic, ExperimentPublic, ReloadPublic, StopCreate
+from serving.schemas import AUTH_RESPONSES, ErrorPublic, ExperimentPublic, ReloadPublic, StopCreate
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses=AUTH_RESPONSES)
 
 
 @router.post("/reload", response_model=ReloadPublic)

@@ -1,7 +1,8 @@
 """The running experiment: its configuration and status, and its report (JSON and an HTML page).
 
 The statistics live in :mod:`serving.experiment_report`; this router only builds its inputs from the
-store (one row per served request, with its label) and the loaded variants.
+store (one row per served request, with its label) and the loaded variants. Reading reports needs the
+admin role.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse
 
-from serving.deps import LimiterDep, ServiceDep
-from serving.schemas import ErrorPublic, ExperimentPublic
+from serving.deps import LimiterDep, ServiceDep, require_admin
+from serving.schemas import AUTH_RESPONSES, ErrorPublic, ExperimentPublic
 from serving.service import Service
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(tags=["experiments"], dependencies=[Depends(require_admin)], responses=AUTH_RESPONSES)
 
 
 def _experiment_or_404(service: Service, name: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from serving.deps import LimiterDep, ServiceDep
@@ -35,7 +35,7 @@ def _endpoint_check(client: Any) -> CheckPublic:
         return CheckPublic(status="error", detail=f"{client.base_url}: {type(exc).__name__}: {exc}")
 
 
-def readiness(service: Service) -> ReadyPublic:
+def readiness(service: Service, app_state: Any = None) -> ReadyPublic:
     from serving.variants import mlflow_client
 
     try:
@@ -65,21 +65,36 @@ def readiness(service: Service) -> ReadyPublic:
                          if (lv := service.variants.get(v.name)) else {"loaded": False})
                 for v in exp.variants}
     all_loaded = all(item["loaded"] for item in variants.values())
+    circuits = {where: b.snapshot() for where, b in service.breakers.items()}
+    limits = metrics = auth = None
+    if app_state is not None:
+        ls = app_state.rate_limiter.check()
+        limits = CheckPublic(status=ls.status if ls.status != "error" else "error", detail=f"{ls.backend}: {ls.detail}")
+        metrics = app_state.metrics.status()
+        authn = app_state.auth
+        auth = CheckPublic(status="ok", detail="required (" + ", ".join(
+            [m for m, on in (("jwt", authn._jwks is not None), ("api keys", bool(authn.api_keys))) if on]) + ")"
+            if authn.required else "none: every caller is admin (loopback only)")
     if store.status == "error" or not any(item["loaded"] for item in variants.values()):
         status = "not_ready"
     elif (not all_loaded or registry.status != "ok" or any(c.status != "ok" for c in endpoints.values())
-          or any(c.status != "ok" for c in dbs.values())):
+          or any(c.status != "ok" for c in dbs.values())
+          or (limits is not None and limits.status != "ok")
+          or any(c["state"] != "closed" for c in circuits.values())
+          or (metrics is not None and metrics.get("last_error"))):
         status = "degraded"
     else:
         status = "ready"
     return ReadyPublic(status=status, registry=registry, model_endpoints=endpoints, databases=dbs, store=store,  # type: ignore[arg-type]
-                       experiment=exp.name, variants=variants)
+                       experiment=exp.name, variants=variants, rate_limits=limits, auth=auth, circuits=circuits,
+                       metrics=metrics or {})
 
 
 @router.get("/health/ready", response_model=ReadyPublic, responses={503: {"model": ReadyPublic}})
-async def ready(service: ServiceDep, limiter: LimiterDep) -> Any:
-    """Registry, model endpoints, databases and store, each with its status. 503 when nothing can be served."""
-    result = await to_thread.run_sync(readiness, service, limiter=limiter)
+async def ready(request: Request, service: ServiceDep, limiter: LimiterDep) -> Any:
+    """Registry, model endpoints, databases, store, rate-limit storage, model circuits and metric sinks
+    (buffered and dropped datums), each with its status. 503 when nothing can be served."""
+    result = await to_thread.run_sync(readiness, service, request.app.state, limiter=limiter)
     if result.status == "not_ready":
         return JSONResponse(result.model_dump(mode="json"), status_code=503)
     return result

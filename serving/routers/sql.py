@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from anyio import to_thread
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
-from serving.deps import LimiterDep, ServiceDep
-from serving.schemas import ErrorPublic, SqlCreate, SqlPublic
+from serving.deps import GenerateDep, LimiterDep, ServiceDep
+from serving.schemas import AUTH_RESPONSES, ErrorPublic, SqlCreate, SqlPublic
 
 router = APIRouter(prefix="/v1", tags=["sql"])
 
 
 @router.post("/sql", response_model=SqlPublic, responses={
+    **AUTH_RESPONSES,
     404: {"model": ErrorPublic, "description": "Unknown database."},
     422: {"model": ErrorPublic, "description": "Malformed body, empty or too long question."},
-    503: {"model": ErrorPublic, "description": "The model endpoint or the variant is unavailable."}})
-async def create_sql(body: SqlCreate, service: ServiceDep, limiter: LimiterDep) -> SqlPublic:
+    503: {"model": ErrorPublic, "description": "The model endpoint (or its circuit), the variant or the store is "
+                                              "unavailable; `Retry-After` says when to retry."}})
+async def create_sql(body: SqlCreate, request: Request, service: ServiceDep, limiter: LimiterDep,
+                     _principal: GenerateDep) -> SqlPublic:
     """Generate SQL for the question with the user's variant; execute it read-only unless ``execute`` is
     false. Refused SQL is never executed: ``outcome`` is ``guard_refused`` and ``detail`` says why. Every
-    request is recorded under the returned ``query_id``."""
+    request is recorded under the returned ``query_id``. While the model endpoint's circuit is open, an
+    identical question answered before comes back with ``cached: true``."""
     question = body.question.strip()
     if not question:
         raise HTTPException(422, "question is blank")
@@ -28,10 +32,16 @@ async def create_sql(body: SqlCreate, service: ServiceDep, limiter: LimiterDep) 
     answer = await to_thread.run_sync(service.answer, question, body.database, body.user_id, body.execute,
                                       body.max_rows, limiter=limiter)
     rec = answer.record
+    request.state.record = rec
+    request.app.state.metrics.request(
+        variant=rec.variant, prompt_version=rec.prompt_version, model_version=rec.model_version,
+        outcome=rec.outcome, latency_ms=rec.latency_ms, request_id=request.state.request_id,
+        query_id=rec.query_id, cached=answer.cached, circuit_open=answer.circuit_open)
     if answer.llm_down:
         raise HTTPException(503, f"the model endpoint failed: {rec.detail} (query {rec.query_id} recorded as "
-                                 "llm_error)")
+                                 "llm_error)", headers={"Retry-After": str(max(1, answer.retry_after_s))})
     return SqlPublic(query_id=rec.query_id, outcome=rec.outcome, sql=rec.sql, dialect=answer.dialect,  # type: ignore[arg-type]
                      detail=rec.detail, columns=answer.columns, rows=answer.rows, truncated=answer.truncated,
                      experiment=rec.experiment, variant=rec.variant, prompt_version=rec.prompt_version or "",
-                     model_version=rec.model_version or "", latency_ms=round(rec.latency_ms, 2))
+                     model_version=rec.model_version or "", latency_ms=round(rec.latency_ms, 2),
+                     cached=answer.cached)
