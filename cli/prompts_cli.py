@@ -96,6 +96,8 @@ def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALI
     with cli_errors():
         pf = resolve_prompt(ref)
         console.print(f"[bold]{pf.spec.ref}[/]  {pf.path}  content hash {pf.spec.content_hash()[:16]}")
+        console.print(f"strategy {pf.spec.strategy.summary()}; few-shot k={pf.spec.few_shot.k} "
+                      f"selector {pf.spec.few_shot.selector}", markup=False)
         console.print(Syntax(pf.text, "yaml", word_wrap=True))
 
 
