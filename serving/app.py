@@ -44,11 +44,14 @@ def _error(status: int, type_: str, message: str, headers: dict[str, str] | None
 
 class RequestLog:
     """ASGI middleware: request id in and out, one structured log line per request (status, latency,
-    principal, variant, outcome). Pure ASGI, so it adds no per-request task or body buffering."""
+    principal, variant, outcome). Pure ASGI, so it adds no per-request task. Body limit: a declared
+    ``Content-Length`` over it is refused before anything is read; a chunked body (no length) is read here
+    up to the limit, then replayed to the app, or refused once it grows past it."""
 
-    def __init__(self, app: Any, log_content: bool) -> None:
+    def __init__(self, app: Any, log_content: bool, max_body: int) -> None:
         self.app = app
         self.log_content = log_content
+        self.max_body = max_body
         self.log = logging.getLogger(REQUEST_LOGGER)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -71,12 +74,39 @@ class RequestLog:
             await send(message)
 
         try:
+            length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+            too_large = length is not None and (not length.isdigit() or int(length) > self.max_body)
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                receive, too_large = await self._buffered(receive)
+            if too_large:
+                response = _error(413, "too_large", f"the body is larger than {self.max_body} bytes "
+                                                    "(T2S_SERVE_MAX_BODY_BYTES)")
+                await response(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         finally:
             if scope["path"] != "/health":
                 fields = request_fields(Request(scope), status, (time.perf_counter() - start) * 1000.0,
                                         self.log_content)
                 self.log.info("request", extra=fields)
+
+    async def _buffered(self, receive: Any) -> tuple[Any, bool]:
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive, False
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_body:
+                return receive, True
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> Any:
+            return replay.pop() if replay else await receive()
+
+        return replayed, False
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -169,7 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Text2SQL Ops serving", version="1",
         summary="Questions to SQL through the promoted bundle, with sticky A/B experiments and feedback.",
-        lifespan=lifespan, max_body_size=s.serve_max_body_bytes,
+        lifespan=lifespan,
         responses={400: {"model": ErrorPublic, "description": "The body is not valid JSON."},
                    500: {"model": ErrorPublic, "description": "Internal error (details in the log)."}},
     )
@@ -181,7 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "X-API-Key",
                                                                          "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
-    app.add_middleware(RequestLog, log_content=s.serve_log_content)
+    app.add_middleware(RequestLog, log_content=s.serve_log_content, max_body=s.serve_max_body_bytes)
     for module in (sql, feedback, experiments, health, admin):
         app.include_router(module.router)
     return app
