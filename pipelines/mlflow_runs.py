@@ -7,7 +7,10 @@
   category / per error class, latency and tokens, the dataset as a run input, the per-example table
   (``eval_items.json``: question, gold and predicted SQL, verdict, error class, result previews), the prompt
   file, and the variant's files. A run that fails while logging is marked FAILED, never left half-written
-  as FINISHED.
+  as FINISHED;
+- per question, one trace with its verdicts as assessments (:mod:`pipelines.mlflow_traces`), so the
+  run's evaluation view lists every question and two variant runs compare question by question; the golden
+  set as an MLflow evaluation dataset per dataset version, linked to the runs that used it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from evals.records import VariantRun
 
 SWEEP_KIND = "sweep"
 VARIANT_KIND = "variant"
+# MLflow's experiment kind: GenAI development, so the UI shows the evaluation navigation (Evaluation runs,
+# Traces, Datasets, Prompts) rather than asking which kind the experiment is.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "genai_development"
 
 
 def _mlflow() -> Any:
@@ -39,10 +46,29 @@ def experiment_id(dataset: str) -> str:
     mlflow = _mlflow()
     exp = mlflow.get_experiment_by_name(experiment_name(dataset))
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # created before the kind was set
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     return mlflow.create_experiment(experiment_name(dataset), tags={
+        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
         "mlflow.note.content": f"Text2SQL Ops evaluations on dataset {dataset!r}: one parent run per sweep, "
-                               "one nested run per prompt version × model."})
+                               "one nested run per prompt version × model. Reviewers: open **Evaluation runs**, "
+                               "click a variant run to see every question with its verdict, or tick two "
+                               "variant runs → Compare to see which questions flipped."})
+
+
+def evaluation_runs_url(tracking_ui: str, exp_id: str) -> str:
+    """The page a reviewer starts from: the experiment's evaluation runs (MLflow's UI has no per-experiment
+    default tab, so commands print this link)."""
+    return f"{tracking_ui.rstrip('/')}/#/experiments/{exp_id}/evaluation-runs"
+
+
+def run_label(variant: str) -> str:
+    """A run name that stays readable when the runs list cuts it: ``v2 · qwen2.5-coder…`` for
+    ``sql-analyst@2/qwen2.5-coder…`` (the full variant stays in the ``t2s.variant`` tag)."""
+    prompt, _, model = variant.partition("/")
+    name, _, version = prompt.partition("@")
+    return f"v{version} · {model} · {name}" if version else variant
 
 
 def git_commit() -> str:
@@ -103,12 +129,16 @@ def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset
             "t2s.dataset_version": variant.dataset_version, "t2s.git_commit": git_commit()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with mlflow.start_run(experiment_id=exp_id, run_name=variant.variant, parent_run_id=parent_run_id,
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_label(variant.variant), parent_run_id=parent_run_id,
                               nested=True, tags=tags) as run:
             variant.run_id = run.info.run_id
             mlflow.log_params({**{k: str(v)[:6000] for k, v in params.items()}, "git_commit": tags["t2s.git_commit"]})
             mlflow.log_metrics({k: float(v) for k, v in variant.metrics.items()})
             mlflow.log_input(_dataset_input(variant, dataset_root), context="evaluation")
+            from pipelines.mlflow_traces import log_question_traces, register_golden_set
+
+            mlflow.log_input(register_golden_set(variant, experiment_id=exp_id), context="golden_set")
+            log_question_traces(variant, run_id=run.info.run_id, experiment_id=exp_id)
             mlflow.log_table(_items_frame(variant), artifact_file="eval_items.json")
             mlflow.log_text(variant.prompt_text, f"prompt/{variant.prompt_name}-v{variant.prompt_version}.yaml")
             variant.write(folder)
@@ -130,7 +160,7 @@ def log_failed_variant(name: str, error: str, *, exp_id: str, parent_run_id: str
     """A cell that could not run at all: a FAILED nested run that says why."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
-    run = client.create_run(exp_id, run_name=name, tags={
+    run = client.create_run(exp_id, run_name=run_label(name), tags={
         **tags, "t2s.kind": VARIANT_KIND, "t2s.error": error[:5000], "mlflow.parentRunId": parent_run_id})
     client.set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id

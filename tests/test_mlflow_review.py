@@ -1,0 +1,198 @@
+"""What a reviewer finds in MLflow after `t2s eval`: one trace per question with its verdicts, runs that
+compare question by question, the golden set as an evaluation dataset — read back from the store, and
+checked in the MLflow UI itself (`mlflow server` on the test's store, headless Chromium).
+
+The model is the loopback server of tests/fakes.py, scripted so the two prompt versions disagree on some
+questions: v1 answers q1–q4 right and the rest wrong, v2 answers everything right except q1. So v2 fixes
+q5–q8 and breaks q1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evals.records import EvalItem
+from t2s.settings import get_settings
+from tests.browser import Browser, chromium_path
+from tests.fakes import Reply
+from tests.test_eval_pipeline import GOLD_BY_QUESTION, QUESTIONS, evaluate, mlflow_client, project  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "reports" / "test-artifacts" / "mlflow-ui"
+V1_RIGHT = {"q1", "q2", "q3", "q4"}
+V2_WRONG = {"q1"}
+ID_BY_QUESTION = {q: i for i, q, _, _ in QUESTIONS}
+TEXT_BY_ID = {i: q for i, q, _, _ in QUESTIONS}
+
+
+def disagreeing(body: dict[str, Any]) -> Reply:
+    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+    question = user.rsplit("Question: ", 1)[-1].strip()
+    qid = ID_BY_QUESTION[question]
+    right = qid in V1_RIGHT if "ALWAYS-WRONG" in system else qid not in V2_WRONG
+    return Reply(content=GOLD_BY_QUESTION[question] if right else "SELECT 42")
+
+
+def variant_runs(client: Any) -> tuple[str, dict[str, Any]]:
+    exp = client.get_experiment_by_name("t2s/mini")
+    runs = client.search_runs([exp.experiment_id], "tags.`t2s.kind` = 'variant'")
+    return exp.experiment_id, {r.data.tags["t2s.variant"].split("/")[0]: r for r in runs}
+
+
+def traces_of(exp_id: str, run_id: str) -> dict[str, Any]:
+    import mlflow
+
+    traces = mlflow.search_traces(locations=[exp_id], run_id=run_id, return_type="list", max_results=1000)
+    return {json.loads(t.info.request_preview)["question_id"]: t for t in traces}
+
+
+def test_each_question_is_a_trace_with_its_verdicts_and_the_golden_set_is_linked(project: dict[str, Any]) -> None:  # noqa: F811
+    project["fake"].responder = disagreeing
+    assert evaluate(project, "s1").exit_code == 0
+    client = mlflow_client()
+    exp_id, runs = variant_runs(client)
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "genai_development"
+    assert runs["demo@1"].info.run_name == "v1 · compatible:fake-model · demo"
+
+    per_run = {name: traces_of(exp_id, run.info.run_id) for name, run in runs.items()}
+    for name, traces in per_run.items():
+        assert set(traces) == set(TEXT_BY_ID), name
+        for qid, trace in traces.items():
+            values = {a.name: a.value for a in trace.info.assessments}
+            right = qid in V1_RIGHT if name == "demo@1" else qid not in V2_WRONG
+            assert values["execution_match"] is right, (name, qid)
+            assert values["error_class"] == ("none" if right else "wrong_result")
+            assert values["valid_sql"] is True and values["gold_sql"] == GOLD_BY_QUESTION[TEXT_BY_ID[qid]]
+            assert "exact_match" not in values  # not computed in this sweep
+            assert trace.info.tags["verdict"] == ("pass" if right else "fail")
+            assert trace.info.trace_metadata["mlflow.sourceRun"] == runs[name].info.run_id
+            assert trace.data.spans[0].outputs["predicted_sql"].startswith("SELECT")
+            assert trace.data.spans[0].inputs["question"] == TEXT_BY_ID[qid]
+            assert trace.info.trace_metadata["t2s.gold_result"]
+    # The comparison view joins rows on the request: identical for both variants.
+    for qid in TEXT_BY_ID:
+        assert per_run["demo@1"][qid].info.request_preview == per_run["demo@2"][qid].info.request_preview
+
+    from mlflow.genai.datasets import search_datasets
+
+    golden = search_datasets(experiment_ids=[exp_id], filter_string="name LIKE 'mini@%'")
+    assert len(golden) == 1 and len(golden[0].to_df()) == len(QUESTIONS)
+    assert golden[0].tags["t2s.dataset_version"].startswith(golden[0].name.split("@")[1])
+    for run in runs.values():
+        names = {d.dataset.name for d in client.get_run(run.info.run_id).inputs.dataset_inputs}
+        assert names == {"mini", golden[0].name}
+
+    # Another run on the same dataset version reuses the golden set.
+    from pipelines.mlflow_runs import download_variant
+    from pipelines.mlflow_traces import register_golden_set
+
+    again = register_golden_set(download_variant(runs["demo@2"].info.run_id), experiment_id=exp_id)
+    assert again.dataset_id == golden[0].dataset_id
+    assert len(search_datasets(experiment_ids=[exp_id], filter_string="name LIKE 'mini@%'")) == 1
+
+
+def test_exact_match_is_an_assessment_only_when_computed() -> None:
+    from pipelines.mlflow_traces import build_trace
+
+    item = EvalItem(id="q9", question="Q?", db_id="shop", difficulty="easy", category="filter", gold_sql="SELECT 1",
+                    pred_sql=None, match=False, error_class="no_sql", exact_match=False, valid_sql=False,
+                    latency_s=1.25)
+    info, span = build_trace(item, run_id="r" * 32, experiment_id="1", start_ms=1_000, variant="demo@1/m")
+    values = {a.name: a.value for a in info.assessments}
+    assert values["exact_match"] is False and values["error_class"] == "no_sql" and values["execution_match"] is False
+    assert info.execution_duration == 1250 and info.state.value == "ERROR"
+    assert span.end_time_ns - span.start_time_ns == 1_250_000_000 and span.outputs == {"predicted_sql": ""}
+    again, _ = build_trace(item, run_id="r" * 32, experiment_id="1", start_ms=5_000, variant="demo@1/m")
+    assert again.trace_id == info.trace_id  # logging the same run again does not duplicate questions
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(root: Path, uri: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            break
+    _stop(proc)
+    raise AssertionError("mlflow server did not answer /health within 90 s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its workers
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _question_block(text: str, qid: str) -> str:
+    """The part of the page's text for one question row: from its question to the next one."""
+    start = text.index(TEXT_BY_ID[qid])
+    ends = [text.find(q, start + 1) for q in TEXT_BY_ID.values() if q != TEXT_BY_ID[qid]]
+    return text[start:min([e for e in ends if e > start] or [len(text)])]
+
+
+@pytest.mark.slow
+def test_a_reviewer_sees_questions_verdicts_and_flips_in_the_mlflow_ui(project: dict[str, Any]) -> None:  # noqa: F811
+    if chromium_path() is None:
+        if os.environ.get("T2S_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (infra/local/install_system_deps.sh installs it)")
+        pytest.skip("chromium is not installed (infra/local/install_system_deps.sh installs it)")
+    project["fake"].responder = disagreeing
+    assert evaluate(project, "s1").exit_code == 0
+    exp_id, runs = variant_runs(mlflow_client())
+    v1, v2 = runs["demo@1"].info.run_id, runs["demo@2"].info.run_id
+    server, url = _serve(project["root"], get_settings().mlflow_tracking_uri)
+    try:
+        with Browser(1600, 1000) as browser:
+            page = browser.page()
+            page.goto(f"{url}/#/experiments/{exp_id}/evaluation-runs")
+            listing = page.wait_for_text("v1 · compatible:fake-model", "v2 · compatible:fake-model",
+                                         "execution_accuracy")
+            assert "sweep s1" in listing
+            page.click('[data-component-id="mlflow.assistant.chat_panel.close"]')
+            page.screenshot(ARTIFACTS / "01-evaluation-runs.png")
+
+            page.goto(f"{url}/#/experiments/{exp_id}/runs/{v2}/traces")
+            rows = page.wait_for_text(*TEXT_BY_ID.values(), "execution_match", "wrong_result", "8 of 8")
+            assert "True" in _question_block(rows, "q5") and "wrong_result" in _question_block(rows, "q1")
+            assert "wrong_result" not in _question_block(rows, "q5")
+            page.screenshot(ARTIFACTS / "02-run-questions.png")
+
+            page.goto(f"{url}/#/experiments/{exp_id}/evaluation-runs?selectedRunUuid={v2}&compareToRunUuid={v1}")
+            compared = page.wait_for_text("Comparing", *TEXT_BY_ID.values(), "wrong_result")
+            flipped, same = _question_block(compared, "q5"), _question_block(compared, "q2")
+            assert "True" in flipped and "False" in flipped and "wrong_result" in flipped
+            assert "False" not in same and "wrong_result" not in same
+            page.screenshot(ARTIFACTS / "03-compare-v2-to-v1.png")
+    finally:
+        _stop(server)
