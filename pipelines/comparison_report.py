@@ -87,6 +87,8 @@ def _entries(variants: Sequence[VariantRun], champion: VariantRun | None, policy
             "exact_match": _metric(run, "exact_match", "exact_match"),
             "valid_sql_rate": _metric(run, "valid_sql", "valid_sql_rate"),
             "latency_p50_s": run.metrics.get("latency_p50_s"), "latency_p95_s": run.metrics.get("latency_p95_s"),
+            "model_calls_per_question": (sum(i.model_calls for i in run.items) / len(run.items)) if run.items
+            else run.metrics.get("model_calls_per_question"),
             "is_champion": is_champion, "champion": champion.variant if champion is not None else None,
             "diff": None, "ci_low": None, "ci_high": None, "confidence": policy.confidence, "b": None,
             "c": None, "p_value": None, "gate": None, "gate_reasons": [], "comparison_error": None,
@@ -157,13 +159,15 @@ def _ci_header(rows: list[dict[str, Any]]) -> str:
 def _table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     diffs = _difficulty_columns(rows)
     header = ["#", "variant", "model", "exec acc", *diffs, "exact match", "valid SQL", "p50", "p95",
-              "Δ vs champion", _ci_header(rows), "McNemar p", "gate"]
+              "calls/q", "Δ vs champion", _ci_header(rows), "McNemar p", "gate"]
     body = []
     for r in rows:
         body.append([str(r["rank"]), r["variant"] + (" ★" if r["is_champion"] else ""), r["model"],
                      _pct(r["execution_accuracy"]), *(_pct(r["by_difficulty"].get(d)) for d in diffs),
                      _pct(r["exact_match"]), _pct(r["valid_sql_rate"]), _secs(r["latency_p50_s"]),
-                     _secs(r["latency_p95_s"]), *_vs_champion(r)])
+                     _secs(r["latency_p95_s"]),
+                     "—" if r["model_calls_per_question"] is None else f"{r['model_calls_per_question']:.2f}",
+                     *_vs_champion(r)])
     return header, body
 
 
@@ -415,10 +419,31 @@ def _item_card(item: EvalItem, mine: EvalItem | None, theirs: EvalItem | None,
     preview = ("<tr><th>result</th><td>" + _pre(gold_preview, "(no preview)") + "</td>"
                + "".join(f"<td>{_pre(x.pred_preview if x else None, '(no preview)')}</td>" for _, x in cols)
                + "</tr>")
+    if any(x is not None and x.strategy != "single" for _, x in cols):
+        preview += ("<tr><th>strategy</th><td></td>"
+                    + "".join(f"<td>{_strategy_cell(x)}</td>" for _, x in cols) + "</tr>")
     return (f"<div class=\"item\" id=\"item-{_e(item.id)}\"><div class=\"q\"><span class=\"tag\">{_e(item.id)}</span>"
             f"<span class=\"tag\">{_e(item.difficulty)}</span><span class=\"tag\">{_e(item.db_id)}</span>"
             f"<span class=\"tag\">{_e(item.category)}</span> {_e(item.question)}</div>"
             f"<table>{head}{sql}{verdict}{preview}</table></div>")
+
+
+def _strategy_cell(item: EvalItem | None) -> str:
+    """What the generation strategy did for one item: calls, repairs, the vote and each candidate."""
+    if item is None or item.strategy == "single":
+        return "<span class=\"detail\">single call</span>"
+    summary = (f"{item.strategy}: {item.model_calls} model calls (+{item.extra_tokens} tokens), "
+               f"{item.candidates} candidates, {item.repair_rounds} repair rounds"
+               + (f", vote {item.votes}" if item.votes else ""))
+    lines = []
+    trace = item.strategy_trace or {}
+    for i, c in enumerate(trace.get("candidates", [])):
+        mark = "→ " if i == trace.get("chosen") else "  "
+        outcome = c.get("error") or (f"{c.get('rows')} rows" if c.get("rows") is not None else "")
+        group = f" [group {c['group']}]" if c.get("group") is not None else ""
+        lines.append(f"{mark}sample {c.get('sample')} round {c.get('round')}: {c.get('sql') or '(no SQL)'}"
+                     f"  — {outcome}{group}")
+    return f"<div class=\"detail\">{_e(summary)}</div>" + _pre("\n".join(lines), "(no candidates)")
 
 
 def _item_sort_key(item: EvalItem) -> tuple[int, str]:

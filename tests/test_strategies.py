@@ -254,3 +254,8 @@ def test_bundle_runs_the_same_strategy_and_the_eval_records_it(fake: FakeOpenAI,
 
     row = _items_frame(variant).iloc[0]
     assert (row["strategy"], row["model_calls"], row["repair_rounds"]) == ("repair repair=2", 2, 1)
+    from pipelines.comparison_report import write_html_report
+
+    html = write_html_report(tmp_path / "report.html", [variant], None).read_text()
+    assert "repair repair=2: 2 model calls (+18 tokens), 2 candidates, 1 repair rounds" in html
+    assert "→ sample 0 round 1: SELECT COUNT(*) FROM orders" in html.replace("&gt;", ">")
