@@ -93,10 +93,10 @@ class Settings(BaseSettings):
     serve_rate_limit: str = Field("10/minute", description="Per-principal limit on POST /v1/sql (limits syntax).")
     serve_rate_limit_other: str = Field("120/minute", description="Per-principal limit on the other /v1 and /admin calls.")
     serve_redis_url: str | None = Field(
-        None, validation_alias=AliasChoices("T2S_SERVE_REDIS_URL", "T2S_REDIS_URL"),
+        None, validation_alias=AliasChoices("serve_redis_url", "T2S_SERVE_REDIS_URL", "T2S_REDIS_URL"),
         description="Redis shared by all replicas for rate limits (redis:// or rediss://); memory when unset.")
     serve_redis_password: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("T2S_SERVE_REDIS_PASSWORD", "T2S_REDIS_PASSWORD"),
+        None, validation_alias=AliasChoices("serve_redis_password", "T2S_SERVE_REDIS_PASSWORD", "T2S_REDIS_PASSWORD"),
         description="Redis AUTH token (kept out of the URL).")
     serve_rate_limit_on_redis_error: Literal["local", "closed"] = Field(
         "local", description="Redis unreachable: 'local' limits per process in memory; 'closed' answers 503.")

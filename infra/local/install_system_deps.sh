@@ -17,6 +17,12 @@ have_chromium() {
 }
 have_chromium || missing+=(chromium fonts-dejavu-core)
 
+# redis-server: tests/test_serving_ratelimit.py starts a private one (rate limits shared by replicas).
+have_redis() {
+  command -v redis-server >/dev/null
+}
+have_redis || missing+=(redis-server)
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -37,3 +43,4 @@ $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 have_postgres
 have_chromium
+have_redis
