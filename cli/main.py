@@ -14,6 +14,7 @@ import typer
 from cli import (
     compare_cli,
     datasets_cli,
+    deploy_cli,
     db_cli,
     eval_cli,
     feedback_cli,
@@ -62,6 +63,7 @@ app.command("rollback")(compare_cli.rollback)
 app.command("serve")(serve_cli.serve)
 app.add_typer(serve_cli.experiments_app, name="experiments")
 app.add_typer(feedback_cli.app, name="feedback")
+app.add_typer(deploy_cli.app, name="deploy")
 app.add_typer(db_cli.app, name="db")
 
 
