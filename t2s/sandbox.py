@@ -62,6 +62,13 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,
         )
+        self.ready = False
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait for the worker's start-up frame (engines imported), so start-up never eats a query's timeout."""
+        if not self.ready:
+            self._read(_HEADER.size, time.monotonic() + timeout_s)
+            self.ready = True
 
     def call(self, request: tuple[Any, ...], deadline: float) -> tuple[Any, ...]:
         blob = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
@@ -133,6 +140,11 @@ class Sandbox:
 
     def execute(self, spec: EngineSpec, sql: str, *, timeout_s: float, max_rows: int) -> QueryResult:
         worker = self._acquire()
+        try:
+            worker.wait_ready()
+        except (TimeoutError, _WorkerGone) as exc:
+            self._discard(worker)
+            raise errors.SqlExecutionError(f"a SQL worker process did not start: {exc}") from None
         deadline = time.monotonic() + timeout_s + self.grace_s
         try:
             reply = worker.call(("run", spec, sql, float(timeout_s), int(max_rows)), deadline)
@@ -190,6 +202,23 @@ class Sandbox:
             self.killed += 1
             self._count -= 1
             self._cond.notify()
+        threading.Thread(target=self._replace, daemon=True).start()
+
+    def _replace(self) -> None:
+        """Start a worker in the background so the query after a kill finds one ready."""
+        with self._cond:
+            if self._count >= self.max_workers:
+                return
+            self._count += 1
+        try:
+            worker = _Worker(self.memory_mb)
+            worker.wait_ready()
+        except Exception:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            return
+        self._release(worker)
 
     def close(self) -> None:
         with self._cond:
@@ -270,6 +299,10 @@ def _serve(memory_mb: int) -> None:
     inp = os.fdopen(0, "rb", buffering=0)
     _limit_resources(memory_mb)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    for module in ("duckdb", "psycopg"):  # imported now, before the first query's clock starts
+        with contextlib.suppress(ImportError):
+            __import__(module)
+    out.write(_HEADER.pack(0))  # ready
     sessions: dict[EngineSpec, Any] = {}
 
     def read_exact(n: int) -> bytes:

@@ -77,12 +77,12 @@ def test_memory_is_bounded_by_the_worker_limit(tmp_path: Path) -> None:
 
     path = tmp_path / "big.duckdb"
     duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT range AS i FROM range(10)").close()
-    box = Sandbox(max_workers=1, memory_mb=600, grace_s=0.5)
+    box = Sandbox(max_workers=1, memory_mb=1200, grace_s=0.5)
     try:
         t = DuckdbTarget(path)
         t.sandbox = box
         with pytest.raises((SqlExecutionError, SqlTimeout)):
-            t.execute("SELECT list(repeat('x', 1000)) FROM range(3000000)", timeout_s=10, max_rows=1)
+            t.execute("SELECT list(repeat('x', 1000)) FROM range(6000000)", timeout_s=10, max_rows=1)
         assert t.execute("SELECT count(*) FROM t", timeout_s=5, max_rows=1).rows == [(10,)]
     finally:
         box.close()
