@@ -10,6 +10,7 @@ import pytest
 from t2s.errors import ConfigError, SqlParseError, SqlRefused, SqlTimeout, SqlUnknownColumn, SqlUnknownTable
 from t2s.execution import DuckdbTarget, PostgresTarget, SqliteTarget, Target, open_target
 from tests.pg import reader_dsn
+from tests.shop_copies import shop_to_duckdb, shop_to_postgres
 
 RUNAWAY = {  # a cartesian product that runs for minutes without a working timeout
     "sqlite": "SELECT count(*) FROM nums a, nums b, nums c",
@@ -23,43 +24,12 @@ WRITES = ["DELETE FROM customers", "UPDATE customers SET age = 0", "CREATE TABLE
 
 @pytest.fixture(scope="module")
 def duck_db(tmp_path_factory: pytest.TempPathFactory, shop_db: Path) -> Path:
-    import sqlite3
-
-    import duckdb
-    import pandas as pd
-
-    path = tmp_path_factory.mktemp("duck") / "shop.duckdb"
-    src = sqlite3.connect(shop_db)
-    conn = duckdb.connect(str(path))
-    for t in ("customers", "orders", "nums"):
-        frame = pd.read_sql_query(f"SELECT * FROM {t}", src)
-        conn.register("frame", frame)
-        conn.execute(f"CREATE TABLE {t} AS SELECT * FROM frame")
-        conn.unregister("frame")
-    conn.close()
-    src.close()
-    return path
+    return shop_to_duckdb(shop_db, tmp_path_factory.mktemp("duck") / "shop.duckdb")
 
 
 @pytest.fixture(scope="module")
 def pg_target(postgres_dsn: str, shop_db: Path) -> Target:
-    import sqlite3
-
-    import psycopg
-
-    src = sqlite3.connect(shop_db)
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS shop CASCADE")
-        conn.execute("CREATE SCHEMA shop")
-        conn.execute("CREATE TABLE shop.customers (id int PRIMARY KEY, name text, city text, age int)")
-        conn.execute("CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int, amount double precision, "
-                     "placed text)")
-        conn.execute("CREATE TABLE shop.nums (id int PRIMARY KEY, a int, b int, tag text)")
-        for t in ("customers", "orders", "nums"):
-            rows = src.execute(f"SELECT * FROM {t}").fetchall()
-            with conn.cursor() as cur:
-                cur.executemany(f"INSERT INTO shop.{t} VALUES ({', '.join(['%s'] * len(rows[0]))})", rows)
-    src.close()
+    shop_to_postgres(postgres_dsn, shop_db)
     target = PostgresTarget(reader_dsn(postgres_dsn, ("shop",)), schema="shop")
     yield target
     target.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from t2s.errors import SqlError
 from t2s.execution import DuckdbTarget, PostgresTarget, SqliteTarget, Target
 from t2s.guard import guard_select
 from tests.pg import reader_dsn
+from tests.shop_copies import shop_to_duckdb, shop_to_postgres
 
 CORPUS = Path(__file__).parent / "data" / "hostile.sql"
 ENGINES = ("sqlite", "duckdb", "postgres")
@@ -118,21 +118,13 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engines(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, request: pytest.FixtureRequest,
             ) -> Iterator[dict[str, Engine]]:
     import duckdb
-    import pandas as pd
 
     folder = tmp_path_factory.mktemp("hostile-dbs")
     sq = folder / "shop.sqlite"
     shutil.copy(shop_db, sq)
-    dk = folder / "shop.duckdb"
-    src = sqlite3.connect(sq)
-    conn = duckdb.connect(str(dk))
-    for t in ("customers", "orders", "nums"):
-        frame = pd.read_sql_query(f"SELECT * FROM {t}", src)
-        conn.register("frame", frame)
-        conn.execute(f"CREATE TABLE {t} AS SELECT * FROM frame")
-        conn.unregister("frame")
-    conn.execute("CREATE SEQUENCE customers_id_seq")
-    conn.close()
+    dk = shop_to_duckdb(sq, folder / "shop.duckdb")
+    with duckdb.connect(str(dk)) as conn:
+        conn.execute("CREATE SEQUENCE customers_id_seq")
 
     out = {
         "sqlite": Engine("sqlite", SqliteTarget(sq), lambda: (_md5(sq), _listing(folder))),
@@ -143,27 +135,16 @@ def engines(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, request: py
     except pytest.skip.Exception:
         admin = None
     if admin is not None:
-        out["postgres"] = _postgres_engine(admin, src)
-    src.close()
+        out["postgres"] = _postgres_engine(admin, sq)
     yield out
     for e in out.values():
         e.target.close()
 
 
-def _postgres_engine(admin: str, src: sqlite3.Connection) -> Engine:
+def _postgres_engine(admin: str, src: Path) -> Engine:
     import psycopg
 
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS shop CASCADE")
-        conn.execute("CREATE SCHEMA shop")
-        conn.execute("CREATE TABLE shop.customers (id serial PRIMARY KEY, name text, city text, age int)")
-        conn.execute("CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int, amount double precision, "
-                     "placed text)")
-        conn.execute("CREATE TABLE shop.nums (id int PRIMARY KEY, a int, b int, tag text)")
-        for t in ("customers", "orders", "nums"):
-            rows = src.execute(f"SELECT * FROM {t}").fetchall()
-            with conn.cursor() as cur:
-                cur.executemany(f"INSERT INTO shop.{t} VALUES ({', '.join(['%s'] * len(rows[0]))})", rows)
+    shop_to_postgres(admin, src)
     dsn = reader_dsn(admin, ("shop",))
     state_sql = """
         SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) FROM shop.customers c),
