@@ -7,6 +7,7 @@ region is set (from ``-c t2s:region=...``), because ALB access-log delivery need
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -31,9 +32,9 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     from infra.cdk.network import build_network_stack
     from infra.cdk.serving import build_serving_stack
 
-    app = cdk.App(context={**FEATURE_FLAGS, **(context or {})}, outdir=outdir)
-    ctx = {k: app.node.try_get_context(k) for k in ("env",)}
-    merged = {**(context or {}), **{k: v for k, v in ctx.items() if v is not None}}
+    # The CDK CLI hands `-c key=value` and cdk.json's context over in CDK_CONTEXT_JSON.
+    merged = {**json.loads(os.environ.get("CDK_CONTEXT_JSON") or "{}"), **(context or {})}
+    app = cdk.App(context={**FEATURE_FLAGS, **merged}, outdir=outdir)
     cfg = load_config(merged)
     env = cdk.Environment(region=cfg.region)
     names = stack_names(cfg.name)
@@ -47,9 +48,24 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     return app, cfg
 
 
-def main() -> None:
-    app, _ = build_app()
-    app.synth()
+def main(argv: list[str] | None = None) -> None:
+    """``python -m infra.cdk.app [--env staging] [--out DIR] [-c t2s:key=value ...]``: synthesize offline.
+
+    Without arguments (as the CDK CLI runs it) the context comes from CDK_CONTEXT_JSON.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m infra.cdk.app", description=main.__doc__)
+    parser.add_argument("--env", choices=["staging", "production"])
+    parser.add_argument("--out", help="cloud assembly directory (default: CDK_OUTDIR or cdk.out)")
+    parser.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    context = dict(item.split("=", 1) for item in args.context)
+    if args.env:
+        context["env"] = args.env
+    app, cfg = build_app(context or None, outdir=args.out)
+    assembly = app.synth()
+    print(f"synthesized {cfg.name}: {', '.join(s.stack_name for s in assembly.stacks)} -> {assembly.directory}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,12 @@ def acknowledgements(cfg: EnvConfig) -> list[Ack]:
             "The only other wildcard is the API's own object prefix (serving/*) in the artifact bucket."),
         Ack("serving", "TrackingTaskRole", f"AwsSolutions-IAM5[Resource::{bucket}/mlflow-artifacts/*]",
             "The tracking server reads/writes any run's artifacts, all under its prefix mlflow-artifacts/*."),
+        Ack("serving", "ApiTask/ExecutionRole", "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken has no resource ARNs; image pulls are limited to this environment's "
+            "repository in a separate statement."),
+        Ack("serving", "TrackingTask/ExecutionRole", "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken has no resource ARNs; image pulls are limited to this environment's "
+            "repository in a separate statement."),
         Ack("serving", "ApiTask", "AwsSolutions-ECS2",
             "Environment holds non-secret configuration (hosts, ports, worker count); secrets come from "
             "Secrets Manager."),

@@ -66,7 +66,7 @@ def build_network_stack(scope: Any, stack_id: str, cfg: EnvConfig, **kwargs: Any
     groups["redis"].add_ingress_rule(groups["api"], ec2.Port.tcp(6379), "from API tasks")
 
     repository = ecr.Repository(
-        stack, "Repository", image_scan_on_push=True, image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+        stack, "Repository", repository_name=f"t2s-{cfg.name}", image_scan_on_push=True, image_tag_mutability=ecr.TagMutability.IMMUTABLE,
         encryption=ecr.RepositoryEncryption.KMS,
         lifecycle_rules=[ecr.LifecycleRule(max_image_count=50, description="keep the last 50 images")],
         removal_policy=cdk.RemovalPolicy.RETAIN,

@@ -111,6 +111,8 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
             start_period=cdk.Duration.seconds(40)),
     )
     container.add_mount_points(ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False))
+    for task_definition in (task, tracking["service"].task_definition):
+        network.repository.grant_pull(task_definition.obtain_execution_role())
 
     # --- public ALB: HTTPS only (no port 80 listener at all) ---
     alb = elbv2.ApplicationLoadBalancer(
