@@ -82,3 +82,16 @@ def test_workflow_commands_exist_here() -> None:
     for env in ("staging", "production"):  # the image repositories the CDK network stack creates
         assert f"t2s-{env}" in text and names(env)["cluster"] == f"t2s-{env}"
     assert "infra/Dockerfile" in text
+
+
+def test_infra_readme_commands_exist() -> None:
+    from cli.main import app
+
+    text = (ROOT / "infra" / "README.md").read_text()
+    commands = set(re.findall(r"`?\bt2s (deploy(?: rollback)?|rollback|experiments \w+)\b", text))
+    assert {"deploy", "deploy rollback"} <= commands
+    for command in commands:
+        result = CliRunner().invoke(app, [*command.split(), "--help"])
+        assert result.exit_code == 0, (command, result.output)
+    for alarm in ("5xx-rate", "latency-p95", "accuracy-"):  # the runbook covers every alarm the stacks create
+        assert f"t2s-<env>-{alarm}" in text
