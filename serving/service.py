@@ -227,6 +227,8 @@ class Service:
             gen = variant.generator.generate(question, pool.schema_target)
         except LLMError as exc:  # unreachable endpoint or rejected credentials
             return "llm_error", None, str(exc), None, None, None, True
+        except (SqlError, OSError) as exc:  # the schema could not be read: the database is down or gone
+            return "sql_error", None, f"database unavailable: {type(exc).__name__}: {exc}", None, None, None, False
         if gen.error is not None:
             outcome = {"refused": "guard_refused", "llm_error": "llm_error"}.get(gen.error, "sql_error")
             detail = f"{gen.error}: {gen.detail}"
