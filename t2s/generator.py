@@ -144,6 +144,25 @@ class SqlGenerator:
         except LLMError as exc:
             return _Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
                          getattr(self.llm, "model", ""))
+        return self._candidate(completion, target)
+
+    def _samples(self, messages: list[dict[str, str]], target: Target, n: int) -> list[_Call]:
+        """Samples 1..n at the strategy's temperature: one request with ``n`` choices where the provider
+        supports it (:meth:`t2s.llm.LLMClient.complete_samples`), else one request per seed."""
+        sampler = getattr(self.llm, "complete_samples", None)
+        if sampler is None:
+            return [self._call(messages, self._params(i), target) for i in range(1, n + 1)]
+        start = time.perf_counter()
+        try:
+            completions = sampler(messages, self._params(1), n)
+        except (LLMUnavailable, LLMAuthError):
+            raise
+        except LLMError as exc:
+            return [_Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
+                          getattr(self.llm, "model", "")) for _ in range(n)]
+        return [self._candidate(c, target) for c in completions]
+
+    def _candidate(self, completion: Any, target: Target) -> _Call:
         call = _Call(completion.text, None, None, "", completion.latency_s, completion.prompt_tokens,
                      completion.completion_tokens, completion.cached, completion.model)
         try:
@@ -205,9 +224,12 @@ class SqlGenerator:
         calls: list[_Call] = []
         finals: list[tuple[int, list[tuple[Any, ...]] | None]] = []  # per sample: (candidate index, rows)
         wants_rows = st.repair_on_empty and question_implies_rows(question)
+        first = [self._call(messages, self._params(), target)]
+        if st.samples > 1:
+            first += self._samples(messages, target, st.samples - 1)
         for sample in range(st.samples):
             conversation = list(messages)
-            call = self._call(conversation, self._params(sample), target)
+            call = first[sample]
             calls.append(call)
             best: tuple[int, list[tuple[Any, ...]] | None] | None = None
             for rnd in range(st.repair_rounds + 1):

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -44,6 +44,8 @@ BACKOFF_CAP_S = 20.0
 RETRY_AFTER_CAP_S = 120.0
 #: HTTP statuses worth retrying (besides every 5xx).
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+#: Providers whose chat API answers ``n`` choices in one request (see :meth:`LLMClient.complete_samples`).
+N_PROVIDERS = frozenset({"openai", "azure"})
 #: Key sent to servers that need none (the local llama.cpp server, most compatible servers).
 DUMMY_API_KEY = "sk-no-key-required"
 
@@ -386,8 +388,6 @@ class LLMClient:
 
     def complete(self, messages: list[Message], params: ChatParams | None = None) -> Completion:
         """One chat completion: from the cache if present, else from the provider (with retries)."""
-        import openai
-
         params = params or ChatParams()
         start = time.perf_counter()
         use_cache = self.cache.enabled and params.deterministic
@@ -399,8 +399,27 @@ class LLMClient:
                 return Completion(text=text, model=model, prompt_tokens=pt, completion_tokens=ct,
                                   latency_s=time.perf_counter() - start, cached=True, attempts=0)
 
-        client = self._openai()  # may start the local server: not part of the call's latency
+        self._openai()  # may start the local server: not part of the call's latency
         start = time.perf_counter()
+        response, attempts = self._request(messages, params)
+        text = ""
+        if response.choices:
+            text = response.choices[0].message.content or ""
+        usage = response.usage
+        completion = Completion(
+            text=text, model=response.model or self.model,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0,
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0,
+            latency_s=time.perf_counter() - start, cached=False, attempts=attempts)
+        if use_cache:
+            self.cache.put(key, completion)
+        return completion
+
+    def _request(self, messages: list[Message], params: ChatParams, **extra: Any) -> tuple[Any, int]:
+        """One chat-completions request with our retry loop: (response, attempts)."""
+        import openai
+
+        client = self._openai()
         attempts = 0
         # Our own retry loop, not the openai client's (built with max_retries=0). openai 2.x does honour
         # Retry-After / retry-after-ms and jitters its backoff, but (read in openai/_base_client.py):
@@ -414,7 +433,7 @@ class LLMClient:
             try:
                 with self._semaphore:
                     response = client.chat.completions.create(
-                        model=self.model, messages=messages, **params.request_kwargs())  # type: ignore[arg-type]
+                        model=self.model, messages=messages, **params.request_kwargs(), **extra)  # type: ignore[arg-type]
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 message = self._redact(_provider_message(exc))
@@ -443,16 +462,42 @@ class LLMClient:
             else:
                 break
             self._sleep(delay)
+        return response, attempts
 
-        text = ""
-        if response.choices:
-            text = response.choices[0].message.content or ""
+    def complete_samples(self, messages: list[Message], params: ChatParams, n: int) -> list[Completion]:
+        """``n`` samples of the same messages (self-consistency), each cached on its own key.
+
+        Providers that implement ``n`` (:data:`N_PROVIDERS`) get one request with ``n`` choices; others get
+        ``n`` requests with seeds ``params.seed``, ``params.seed + 1``, … (llama-cpp-python's server ignores
+        ``n``; it reuses the shared prompt prefix across the requests instead). With ``n`` in one request the
+        usage is reported once: its tokens are put on the first sample.
+        """
+        if n <= 1 or self.provider not in N_PROVIDERS:
+            base = params.seed or 0
+            return [self.complete(messages, replace(params, seed=base + i)) for i in range(max(1, n))]
+        start = time.perf_counter()
+        use_cache = self.cache.enabled and params.deterministic
+        keys = [f"{CompletionCache.key(self.model, messages, params)}:n{n}:{i}" for i in range(n)]
+        hits = [self.cache.get(k) for k in keys] if use_cache else [None] * n
+        if all(h is not None for h in hits):
+            elapsed = time.perf_counter() - start
+            return [Completion(text=h[0], model=h[1], prompt_tokens=h[2], completion_tokens=h[3],  # type: ignore[index]
+                               latency_s=elapsed / n, cached=True, attempts=0) for h in hits]
+        self._openai()  # may start the local server: not part of the call's latency
+        start = time.perf_counter()
+        response, attempts = self._request(messages, params, n=n)
+        latency = time.perf_counter() - start
         usage = response.usage
-        completion = Completion(
-            text=text, model=response.model or self.model,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0,
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0,
-            latency_s=time.perf_counter() - start, cached=False, attempts=attempts)
-        if use_cache:
-            self.cache.put(key, completion)
-        return completion
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
+        ct = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0
+        choices = sorted(response.choices or [], key=lambda c: c.index)
+        out = []
+        for i in range(n):
+            text = (choices[i].message.content or "") if i < len(choices) else ""
+            completion = Completion(text=text, model=response.model or self.model, prompt_tokens=pt if i == 0 else 0,
+                                    completion_tokens=ct if i == 0 else 0, latency_s=latency / n, cached=False,
+                                    attempts=attempts)
+            if use_cache:
+                self.cache.put(keys[i], completion)
+            out.append(completion)
+        return out

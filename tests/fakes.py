@@ -58,8 +58,9 @@ class FakeOpenAI:
                     payload: dict[str, Any] = {
                         "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
                         "model": body.get("model", "?"),
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": reply.content}}]}
+                        "choices": [{"index": i, "finish_reason": "stop",  # ``n`` choices when asked
+                                     "message": {"role": "assistant", "content": reply.content}}
+                                    for i in range(int(body.get("n") or 1))]}
                     if reply.usage:
                         payload["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
                 else:

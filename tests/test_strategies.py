@@ -126,6 +126,22 @@ def test_candidates_share_the_result_cache(fake: FakeOpenAI, tmp_path: Path, sho
     assert result.trace is not None and result.trace["executions"] == 1 and result.trace["votes"] == [3]
 
 
+def test_samples_go_in_one_request_where_the_provider_supports_n(fake: FakeOpenAI, tmp_path: Path,
+                                                                   shop_db: Path) -> None:
+    fake.script = [fenced("SELECT COUNT(*) FROM orders")]
+
+    def generate() -> Any:
+        client = client_for_test(tmp_path, fake.url, cache=True, llm_provider="openai")
+        return SqlGenerator(spec_with(**SC), client).generate("How many orders?", SqliteTarget(shop_db))
+
+    result = generate()
+    assert [r["json"].get("n") for r in fake.requests] == [None, 2]  # greedy, then both samples at once
+    assert result.model_calls == 3 and result.trace is not None and result.trace["votes"] == [3]
+    assert result.prompt_tokens == 22  # usage of the n-request is counted once
+    again = generate()
+    assert again.cached and len(fake.requests) == 2 and again.sql == result.sql
+
+
 rows = st.lists(st.tuples(st.integers(-3, 3), st.sampled_from(["a", "b"]), st.floats(-2, 2, width=16)),
                 max_size=6)
 
