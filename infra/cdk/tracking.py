@@ -46,6 +46,11 @@ def build_tracking(stack: Any, cfg: EnvConfig, *, cluster: Any, network: Any, da
     role.add_to_policy(iam.PolicyStatement(
         sid="ArtifactKey", actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[data.key.key_arn]))
 
+    alb = elbv2.ApplicationLoadBalancer(
+        stack, "TrackingAlb", vpc=network.vpc, internet_facing=False, security_group=network.groups["tracking_alb"],
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+        drop_invalid_header_fields=True, deletion_protection=cfg.deletion_protection)
+    alb.log_access_logs(data.access_logs, prefix="tracking-alb")
     task = ecs.FargateTaskDefinition(stack, "TrackingTask", family=f"t2s-{cfg.name}-tracking",
                                      cpu=cfg.tracking_cpu, memory_limit_mib=cfg.tracking_memory_mib,
                                      task_role=role)
@@ -56,7 +61,9 @@ def build_tracking(stack: Any, cfg: EnvConfig, *, cluster: Any, network: Any, da
     server = (f"exec mlflow server --host 0.0.0.0 --port {TRACKING_PORT} --workers 2 "
               f"--backend-store-uri '{backend}' --serve-artifacts "
               f"--artifacts-destination s3://{data.artifacts.bucket_name}/{ARTIFACT_PREFIX} "
-              "--allowed-hosts '*'")
+              # Host headers MLflow accepts (DNS-rebinding guard): the internal ALB's name, and private
+              # addresses for the ALB health checks and in-VPC callers.
+              f"--allowed-hosts '{alb.load_balancer_dns_name},10.*,172.*,192.168.*,localhost*,127.0.0.1*'")
     container = task.add_container(
         "mlflow", image=image, essential=True, readonly_root_filesystem=True,
         command=["/bin/sh", "-c", f'python -c "{_CREATE_DB}" && {server}'],
@@ -79,11 +86,6 @@ def build_tracking(stack: Any, cfg: EnvConfig, *, cluster: Any, network: Any, da
         vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
         circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True))
 
-    alb = elbv2.ApplicationLoadBalancer(
-        stack, "TrackingAlb", vpc=network.vpc, internet_facing=False, security_group=network.groups["tracking_alb"],
-        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-        drop_invalid_header_fields=True, deletion_protection=cfg.deletion_protection)
-    alb.log_access_logs(data.access_logs, prefix="tracking-alb")
     listener = alb.add_listener("TrackingHttp", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False)
     listener.add_targets("Tracking", port=TRACKING_PORT, protocol=elbv2.ApplicationProtocol.HTTP,
                          targets=[service], deregistration_delay=cdk.Duration.seconds(30),
