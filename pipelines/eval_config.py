@@ -58,7 +58,10 @@ class EvalConfig(BaseModel):
     rules: Literal["t2s", "spider", "bird"] = "t2s"
     timeout_s: float = Field(10.0, gt=0)
     max_rows: int = Field(100_000, gt=0)
-    limit: int | None = Field(None, gt=0, description="Only the first N questions of each dataset.")
+    limit: int | None = Field(None, gt=0, description="Only N questions of each dataset (see limit_mode).")
+    limit_mode: Literal["first", "spread"] = Field(
+        "first", description="first: the first N questions; spread: every (len/N)-th one, so a set ordered by "
+                             "difficulty keeps all its buckets.")
     workers: int = Field(1, ge=1, description="Questions in flight per cell (the local server answers one at a time).")
     exact_match: bool = Field(False, description="Also compute sqlglot-normalized exact match (8-16 ms of CPU "
                                                  "per matched item: it would dominate a cell on a fast endpoint).")
@@ -86,6 +89,16 @@ class EvalConfig(BaseModel):
             if not name or not version.isdigit():
                 raise ValueError(f"prompt {ref!r}: write NAME@VERSION (e.g. sql-analyst@2)")
         return value
+
+
+def select_items(examples: list, limit: int | None, mode: str = "first") -> list:  # type: ignore[type-arg]
+    """The questions a limited cell evaluates: deterministic, the same for every cell of a sweep."""
+    if not limit or limit >= len(examples):
+        return list(examples)
+    if mode == "first":
+        return list(examples[:limit])
+    step = len(examples) / limit
+    return [examples[int(i * step)] for i in range(limit)]
 
 
 def load_params(path: Path) -> dict:  # type: ignore[type-arg]

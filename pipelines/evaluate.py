@@ -16,7 +16,7 @@ from typing import Any
 from evals.metrics import ItemVerdict, summarize
 from evals.records import EvalItem, VariantRun
 from evals.scoring import ScoreConfig, StreamScorer
-from pipelines.eval_config import EvalConfig, ModelSpec
+from pipelines.eval_config import EvalConfig, ModelSpec, select_items
 from t2s.datasets import Dataset, load_split, open_db
 from t2s.generator import Generation, SqlGenerator
 from t2s.prompts import PromptFile
@@ -127,7 +127,7 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
     spec = prompt.spec
     pool = load_split(dataset.root, spec.few_shot.split) if spec.few_shot.k else None
     gen = SqlGenerator(spec, llm, few_shot_pool=pool)
-    items = dataset.examples[: config.limit] if config.limit else list(dataset.examples)
+    items = select_items(dataset.examples, config.limit, config.limit_mode)
     subset = Dataset(dataset.root, dataset.manifest, items)
     verdicts = generate_and_score(gen, subset, ScoreConfig(
         rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,

@@ -275,3 +275,13 @@ def test_bundle_runs_the_same_strategy_and_the_eval_records_it(fake: FakeOpenAI,
     html = write_html_report(tmp_path / "report.html", [variant], None).read_text()
     assert "repair repair=2: 2 model calls (+18 tokens), 2 candidates, 1 repair rounds" in html
     assert "→ sample 0 round 1: SELECT COUNT(*) FROM orders" in html.replace("&gt;", ">")
+
+
+def test_a_limited_sweep_can_spread_over_a_set_ordered_by_difficulty() -> None:
+    from pipelines.eval_config import select_items
+
+    ordered = [f"{d}{i}" for d in ("easy", "medium", "hard", "extra") for i in range(25)]
+    spread = select_items(ordered, 40, "spread")
+    assert len(spread) == 40 == len(set(spread)) and spread == select_items(ordered, 40, "spread")
+    assert {x.rstrip("0123456789") for x in spread} == {"easy", "medium", "hard", "extra"}
+    assert select_items(ordered, 40, "first") == ordered[:40] and select_items(ordered, None) == ordered
