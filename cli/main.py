@@ -14,8 +14,8 @@ import typer
 from cli import (
     compare_cli,
     datasets_cli,
-    deploy_cli,
     db_cli,
+    deploy_cli,
     eval_cli,
     feedback_cli,
     generate_cli,
@@ -24,6 +24,7 @@ from cli import (
     prompts_cli,
     score_cli,
     serve_cli,
+    tracking_cli,
     validate_cli,
 )
 
@@ -64,6 +65,7 @@ app.command("serve")(serve_cli.serve)
 app.add_typer(serve_cli.experiments_app, name="experiments")
 app.add_typer(feedback_cli.app, name="feedback")
 app.add_typer(deploy_cli.app, name="deploy")
+app.add_typer(tracking_cli.app, name="tracking")
 app.add_typer(db_cli.app, name="db")
 
 

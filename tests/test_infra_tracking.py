@@ -1,0 +1,79 @@
+"""The team topology run for real: `t2s tracking serve`'s server (MLflow on PostgreSQL, artifacts proxied
+into a local moto S3), and two engineers' sweeps logged to it concurrently from two processes: nothing lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.tracking_server import TrackingServer
+
+RUNS, STEPS = 4, 10
+
+SWEEP = textwrap.dedent("""
+    import sys, mlflow
+    who = sys.argv[1]
+    mlflow.set_experiment("t2s/shared-sweep")
+    for i in range(%(runs)d):
+        with mlflow.start_run(run_name=f"{who}-{i}"):
+            mlflow.log_params({"engineer": who, "prompt_version": i})
+            for step in range(%(steps)d):
+                mlflow.log_metric("execution_accuracy", (i + step) / 100, step=step)
+            mlflow.log_text(f"report of {who} run {i}", "report.md")
+""") % {"runs": RUNS, "steps": STEPS}
+
+
+@pytest.fixture(scope="module")
+def server(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    pg = conninfo_to_dict(postgres_dsn)
+    backend = f"postgresql+psycopg://{pg['user']}@{pg['host']}:{pg['port']}/mlflow_shared"
+    log = tmp_path_factory.mktemp("tracking") / "mlflow-server.log"
+    with TrackingServer(backend, workers=2, log_path=log) as srv:
+        yield srv
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_engineers_sweeps_logged_concurrently_lose_nothing(server: TrackingServer, tmp_path: Path) -> None:
+    import boto3
+    from mlflow.tracking import MlflowClient
+
+    script = tmp_path / "sweep.py"
+    script.write_text(SWEEP)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+    for key in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):  # clients never touch S3: the server proxies
+        env.pop(key, None)
+    procs = [subprocess.Popen([sys.executable, str(script), who], env=env, stderr=subprocess.PIPE)
+             for who in ("ana", "ben")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+
+    client = MlflowClient(tracking_uri=server.url)
+    exp = client.get_experiment_by_name("t2s/shared-sweep")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert sorted(r.info.run_name for r in runs) == sorted(f"{w}-{i}" for w in ("ana", "ben") for i in range(RUNS))
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "execution_accuracy")
+        assert sorted(m.step for m in history) == list(range(STEPS))
+        assert run.data.params["engineer"] == run.info.run_name.split("-")[0]
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    some = runs[0]
+    local = client.download_artifacts(some.info.run_id, "report.md", str(tmp_path))
+    who, i = some.info.run_name.split("-")
+    assert Path(local).read_text() == f"report of {who} run {i}"
+
+    s3 = boto3.client("s3", endpoint_url=server.s3_endpoint_url, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=server.bucket)
+            for o in page.get("Contents", [])]
+    reports = [k for k in keys if k.startswith(f"{server.prefix}/") and k.endswith("/report.md")]
+    assert len(reports) == 2 * RUNS
