@@ -16,7 +16,7 @@ import anyio
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.auth import Principal, require_role
+from serving.auth import Principal, Unauthenticated, require_role
 from serving.service import Service
 from serving.store import Store
 from serving.variants import VariantSet
@@ -50,7 +50,11 @@ def get_principal(request: Request,
                   bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
                   api_key: Annotated[str | None, Security(api_key_scheme)] = None) -> Principal:
     client = request.client.host if request.client else "unknown"
-    principal = request.app.state.auth.authenticate(bearer.credentials if bearer else None, api_key, client)
+    auth = request.app.state.auth
+    if auth.required and bearer is None and request.headers.get("authorization") is not None:
+        # a credential we cannot check is refused, not skipped in favour of another one
+        raise Unauthenticated("unsupported Authorization header: send `Authorization: Bearer <access token>`")
+    principal = auth.authenticate(bearer.credentials if bearer else None, api_key, client)
     request.state.principal = principal
     return principal
 

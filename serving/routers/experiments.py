@@ -70,7 +70,9 @@ async def get_report(name: str, service: ServiceDep, limiter: LimiterDep) -> dic
     return report.model_dump(mode="json")
 
 
-@router.get("/experiments/{name}", response_class=HTMLResponse, responses={404: {"model": ErrorPublic}})
+@router.get("/experiments/{name}", response_model=None, responses={
+    200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The report page."},
+    404: {"model": ErrorPublic}})
 async def get_report_page(name: str, service: ServiceDep, limiter: LimiterDep) -> HTMLResponse:
     """The same report as one self-contained HTML page with a chart."""
     from serving.experiment_report import render_html
