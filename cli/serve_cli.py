@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -52,6 +53,10 @@ def serve(
                 err_console.print(f"[bold red]error:[/] {p}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1)
         h, p = host or settings.serve_host, port if port is not None else settings.serve_port
+        from serving.auth import check_exposure
+
+        check_exposure(settings, h)  # no auth on a reachable address only when forced
+        os.environ["T2S_SERVE_HOST"] = h  # the workers' own check sees the address actually bound
         console.print(f"serving on http://{h}:{p}  (docs: http://{h}:{p}/docs)")
     uvicorn.run("serving.app:app_from_env", factory=True, host=h, port=p,
                 workers=workers or settings.serve_workers, log_level="info")
