@@ -11,6 +11,9 @@ an asyncio ``httpx`` client with N concurrent clients.
 2. **slow model**: the model answers in a fixed 1 s; 100 concurrent users: p95 (target ≤ 1.3 s), errors.
 3. **soak**: ``--soak-s`` seconds at 100 clients, each request followed by a feedback label; 5xx count,
    and the rows persisted in the store compared with the requests and labels the clients saw succeed.
+4. **production layers**: the added cost per request (µs) of auth (API key, JWT), the rate limit (memory,
+   Redis), each metrics sink and the request log, timed in process in the same run
+   (:mod:`benchmarks.serving_production`; ``--only-production`` runs just this part).
 
     .venv/bin/python benchmarks/serving.py [--clients 100] [--requests 1000] [--soak-s 60]
 """
@@ -201,9 +204,17 @@ def main() -> int:
     parser.add_argument("--slow-requests", type=int, default=300, help="requests against the 1 s model")
     parser.add_argument("--soak-s", type=float, default=60.0, help="soak duration (0 skips it)")
     parser.add_argument("--model-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only-production", action="store_true",
+                        help="only the added per-request cost of auth, rate limits, metrics and logs")
+    parser.add_argument("--production-calls", type=int, default=2000, help="calls per production-layer timing")
     args = parser.parse_args()
     if args.model_server:
         return model_server()
+    from benchmarks.serving_production import report
+
+    if args.only_production:
+        report(args.production_calls)
+        return 0
 
     model = subprocess.Popen([sys.executable, __file__, "--model-server"], stdout=subprocess.PIPE, text=True)
     assert model.stdout is not None
@@ -251,6 +262,7 @@ def main() -> int:
             for proc in (server, echo, model):
                 proc.terminate()
                 proc.wait(timeout=20)
+    report(args.production_calls)
     return 0
 
 
