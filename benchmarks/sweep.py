@@ -6,6 +6,9 @@
     MLflow logging) is timed on the bundled golden set, split into generation, scoring and logging.
 (2) With --local N, the same split with the real local model on the first N questions.
 
+(3) With --logging-items N (default 1000), the same split for an N-question cell: what logging one MLflow
+    trace per question costs against generating the answers.
+
     .venv/bin/python benchmarks/sweep.py [--delay 0.2] [--concurrency 8] [--calls 160] [--local 20]
 """
 
@@ -111,9 +114,25 @@ def timed_cell(settings: Any, client: Any, dataset: Any, prompt_ref: str, model:
         ev.generate_all, ev.generate_and_score = real_generate, real_both
     exp = experiment_id(dataset.name)
     parent = sweep_run_id(exp, f"bench-{time.time_ns()}", {})
+    import pipelines.mlflow_traces as traces
+
+    real_traces = traces.log_question_traces
+    spans["question_traces"] = 0.0
+
+    def traces_timed(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return real_traces(*a, **k)
+        finally:
+            spans["question_traces"] += time.perf_counter() - t
+
+    traces.log_question_traces = traces_timed
     t = time.perf_counter()
-    log_variant(variant, exp_id=exp, parent_run_id=parent, dataset_root=dataset.root,
-                folder=work / f"v-{time.time_ns()}", params={"bench": 1})
+    try:
+        log_variant(variant, exp_id=exp, parent_run_id=parent, dataset_root=dataset.root,
+                    folder=work / f"v-{time.time_ns()}", params={"bench": 1})
+    finally:
+        traces.log_question_traces = real_traces
     spans["mlflow_logging"] = time.perf_counter() - t
     spans["other"] = cell - spans["generation"] - spans["scoring"]
     spans["cell"] = cell
@@ -139,7 +158,8 @@ def print_split(title: str, s: dict[str, float]) -> None:
     print(f"  {title}: {int(s['items'])} questions, {total:.2f} s total, accuracy {100 * s['accuracy']:.0f}%")
     for key in ("generation", "scoring", "mlflow_logging", "other"):
         print(f"    {key:<15}{s[key]:8.2f} s  {100 * s[key] / total:5.1f}%")
-    print(f"    MLflow logging / generation = {s['mlflow_logging'] / s['generation']:.3f}")
+    print(f"    MLflow logging / generation = {s['mlflow_logging'] / s['generation']:.3f} (of which one trace per "
+          f"question: {s['question_traces']:.2f} s = {1000 * s['question_traces'] / s['items']:.1f} ms per question)")
 
 
 def main() -> None:
@@ -149,6 +169,9 @@ def main() -> None:
                         help="Client concurrencies to measure (default: 8 32; hosted models allow 32).")
     parser.add_argument("--calls", type=int, default=160)
     parser.add_argument("--local", type=int, default=0, help="Also split a cell on the real local model (N questions).")
+    parser.add_argument("--logging-items", type=int, default=1000,
+                        help="Also split a cell of N questions at the last concurrency: what logging N per-question "
+                             "traces costs against generating them (0: skip).")
     args = parser.parse_args()
 
     from evals.predictions import gold_as_predictions
@@ -194,6 +217,13 @@ def main() -> None:
             print(f"  a whole cell with workers={concurrency} (schema context, generation, extraction, scoring "
                   f"overlapped): {int(split['items'])} questions in {split['cell']:.2f} s = {cell_rate:.1f} "
                   f"questions/s = {100 * cell_rate / ideal:.0f}% of ideal")
+            print_split("cell split (simulated model)", split)
+        if args.logging_items:
+            big = replicated(dataset, args.logging_items)
+            big_client = LLMClient.from_settings(settings, cache=None)
+            split = timed_cell(settings, big_client, big, "sql-analyst@2", model, args.concurrency[-1], None, work)
+            big_client.close()
+            print(f"  a {int(split['items'])}-question cell, workers={args.concurrency[-1]}:")
             print_split("cell split (simulated model)", split)
         server.close()
 

@@ -45,7 +45,13 @@ def eval_cmd(
     from evals.validation import ValidationReport, report_path, validate_dataset
     from pipelines.eval_config import build_config, check_config, params_or_default
     from pipelines.evaluate import evaluate_cell, slug, variant_name
-    from pipelines.mlflow_runs import experiment_id, log_failed_variant, log_variant, sweep_run_id
+    from pipelines.mlflow_runs import (
+        evaluation_runs_url,
+        experiment_id,
+        log_failed_variant,
+        log_variant,
+        sweep_run_id,
+    )
     from pipelines.promotion import current_champion
     from t2s.datasets import load_dataset
     from t2s.errors import ConfigError, DatasetError, LLMError, Text2SQLError
@@ -98,8 +104,9 @@ def eval_cmd(
         console.print(f"sweep [bold]{sweep}[/] · {len(cells)} variants × {len(datasets)} dataset(s) · tracking {uri}")
         failures = 0
         results = []
+        reviewed: dict[str, str] = {}
         for ds in datasets:
-            exp = experiment_id(ds.name)
+            exp = reviewed[ds.name] = experiment_id(ds.name)
             parent = sweep_run_id(exp, sweep, {"matrix": blob[:5000], "rules": config.rules})
             n_items = min(len(ds), config.limit or len(ds))
             for m in dict.fromkeys(mm for _, mm in cells):
@@ -139,6 +146,8 @@ def eval_cmd(
         _print_summary(results)
         console.print(f"MLflow: `mlflow ui --backend-store-uri {uri}` → experiment t2s/<dataset> → sweep {sweep}; "
                       f"next: `t2s compare --sweep {sweep}`")
+        for name, exp in reviewed.items():  # the UI opens on an overview: link the per-question views
+            console.print(f"reviewers ({name}): {evaluation_runs_url('http://127.0.0.1:5000/', exp)}")
         if failures:
             raise typer.Exit(code=1)
 

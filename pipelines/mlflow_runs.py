@@ -49,18 +49,22 @@ def experiment_id(dataset: str) -> str:
         if EXPERIMENT_KIND_TAG not in exp.tags:  # created before the kind was set
             mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
-    return mlflow.create_experiment(experiment_name(dataset), tags={
-        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
-        "mlflow.note.content": f"Text2SQL Ops evaluations on dataset {dataset!r}: one parent run per sweep, "
-                               "one nested run per prompt version × model. Reviewers: open **Evaluation runs**, "
-                               "click a variant run to see every question with its verdict, or tick two "
-                               "variant runs → Compare to see which questions flipped."})
+    exp_id = mlflow.create_experiment(experiment_name(dataset), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    # The experiment's description, shown above every tab: where a reviewer goes from the overview.
+    mlflow.MlflowClient().set_experiment_tag(exp_id, "mlflow.note.content", (
+        f"Text2SQL Ops evaluations on dataset {dataset!r}: one parent run per sweep, one nested run per prompt "
+        f"version × model. Reviewers: open [Evaluation runs]({evaluation_runs_url('', exp_id)}), click a variant "
+        "run to see every question with its verdict, or tick two variant runs → Actions → Compare to see which "
+        "questions flipped."))
+    return exp_id
 
 
 def evaluation_runs_url(tracking_ui: str, exp_id: str) -> str:
     """The page a reviewer starts from: the experiment's evaluation runs (MLflow's UI has no per-experiment
-    default tab, so commands print this link)."""
-    return f"{tracking_ui.rstrip('/')}/#/experiments/{exp_id}/evaluation-runs"
+    default tab, so commands print this link); ``tracking_ui`` like ``http://127.0.0.1:5000/``, or empty
+    for a link inside the UI."""
+    base = f"{tracking_ui.rstrip('/')}/" if tracking_ui else ""
+    return f"{base}#/experiments/{exp_id}/evaluation-runs"
 
 
 def run_label(variant: str) -> str:

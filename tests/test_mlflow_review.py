@@ -59,9 +59,11 @@ def traces_of(exp_id: str, run_id: str) -> dict[str, Any]:
 
 def test_each_question_is_a_trace_with_its_verdicts_and_the_golden_set_is_linked(project: dict[str, Any]) -> None:  # noqa: F811
     project["fake"].responder = disagreeing
-    assert evaluate(project, "s1").exit_code == 0
+    result = evaluate(project, "s1")
+    assert result.exit_code == 0
     client = mlflow_client()
     exp_id, runs = variant_runs(client)
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/evaluation-runs" in result.output
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "genai_development"
     assert runs["demo@1"].info.run_name == "v1 · compatible:fake-model · demo"
 
@@ -175,7 +177,14 @@ def test_a_reviewer_sees_questions_verdicts_and_flips_in_the_mlflow_ui(project: 
     try:
         with Browser(1600, 1000) as browser:
             page = browser.page()
-            page.goto(f"{url}/#/experiments/{exp_id}/evaluation-runs")
+            # The experiment opens on MLflow's overview; its description links the evaluation runs.
+            page.goto(f"{url}/#/experiments/{exp_id}")
+            page.wait_for_text("Reviewers: open Evaluation runs")
+            page.screenshot(ARTIFACTS / "00-experiment-opens.png")
+            link = page.evaluate("Array.from(document.querySelectorAll('a[target=_blank]'))"
+                                 ".map(a => a.getAttribute('href')).find(h => h && h.endsWith('/evaluation-runs'))")
+            assert link == f"#/experiments/{exp_id}/evaluation-runs"  # the markdown link opens a new tab
+            page.goto(f"{url}/{link}")
             listing = page.wait_for_text("v1 · compatible:fake-model", "v2 · compatible:fake-model",
                                          "execution_accuracy")
             assert "sweep s1" in listing
