@@ -65,8 +65,11 @@ def prompt_file(version: int) -> dict[str, Any]:
                          {"role": "user", "content": "{{schema}}\nQuestion: {{question}}"}]}
 
 
-def build_registry(root: Path, shop_db: Path, fake_url: str) -> dict[str, Any]:
-    """Dataset + prompts + two registered bundles with aliases; returns the paths and URIs."""
+def build_registry(root: Path, shop_db: Path, fake_url: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Dataset + prompts + two registered bundles with aliases; returns the paths and URIs.
+
+    ``tracking_uri``: register on that store (e.g. a tracking server's URL) instead of a sqlite file.
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -85,7 +88,7 @@ def build_registry(root: Path, shop_db: Path, fake_url: str) -> dict[str, Any]:
     prompts.mkdir(parents=True)
     for v in (1, 2):
         (prompts / f"v{v}.yaml").write_text(yaml.safe_dump(prompt_file(v), sort_keys=False))
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
     settings = Settings(mlflow_tracking_uri=uri, prompts_dir=root / "prompts", cache_dir=root / "cache")
     configure_mlflow(settings)
     push(PromptLibrary(root / "prompts"))

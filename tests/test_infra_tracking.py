@@ -77,3 +77,49 @@ def test_two_engineers_sweeps_logged_concurrently_lose_nothing(server: TrackingS
             for o in page.get("Contents", [])]
     reports = [k for k in keys if k.startswith(f"{server.prefix}/") and k.endswith("/report.md")]
     assert len(reports) == 2 * RUNS
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_serving_loads_the_champion_from_the_shared_server(server: TrackingServer, shop_db: Path,
+                                                           tmp_path: Path) -> None:
+    """Champion and challenger bundles registered on the shared server (artifacts into S3); the serving
+    app, pointed only at the server's URL, loads them and answers."""
+    import json
+
+    import boto3
+    import httpx
+
+    from tests.serving_support import build_registry, free_port, start_fake, start_uvicorn, write_experiment
+
+    fake = start_fake()
+    try:
+        reg = build_registry(tmp_path, shop_db, fake.url, tracking_uri=server.url)
+        env = {**os.environ, "T2S_MLFLOW_TRACKING_URI": server.url, "MLFLOW_TRACKING_URI": server.url,
+               "T2S_PROMPTS_DIR": str(reg["prompts"]), "T2S_CACHE_DIR": str(tmp_path / "cache"),
+               "T2S_SERVE_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+               "T2S_SERVE_EXPERIMENT_FILE": str(write_experiment(tmp_path / "ab.yaml")),
+               "T2S_SERVE_DATABASES": json.dumps({"shop": str(reg["dataset"])}), "T2S_LLM_API_KEY": "test-key"}
+        port = free_port()
+        proc = start_uvicorn(env, port, tmp_path / "serve.log")
+        try:
+            variants = set()
+            with httpx.Client(timeout=30, trust_env=False) as http:
+                for user in ("u1", "u2", "u3", "u4", "u5", "u6"):
+                    r = http.post(f"http://127.0.0.1:{port}/v1/sql", json={
+                        "question": "How many customers are there?", "database": "shop", "user_id": user})
+                    assert r.status_code == 200, r.text
+                    body = r.json()
+                    assert body["rows"] == [[5]]
+                    variants.add(body["variant"])
+            assert variants == {"champion", "challenger"}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    finally:
+        fake.close()
+    s3 = boto3.client("s3", endpoint_url=server.s3_endpoint_url, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=server.bucket)
+            for o in page.get("Contents", [])]
+    assert sum(k.endswith("/MLmodel") for k in keys) >= 2  # both bundles' artifacts live in S3
