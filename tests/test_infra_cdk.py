@@ -95,6 +95,7 @@ def test_api_service_private_with_circuit_breaker_and_alarm_rollback(staging: di
         "ContainerDefinitions": [Match.object_like({
             "ReadonlyRootFilesystem": True,
             "Secrets": Match.array_with([Match.object_like({"Name": "T2S_LLM_API_KEY"})]),
+            "Environment": Match.array_with([{"Name": "T2S_SERVE_AUTH", "Value": "required"}]),
             "LogConfiguration": Match.object_like({"LogDriver": "awslogs"}),
         })],
     })
@@ -297,7 +298,8 @@ def test_unknown_environment_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="-c env=staging"):
         load_config({"env": "prod"})
-    cfg = load_config({"env": "staging", "t2s:max_tasks": "6", "t2s:variants": '["a", "b", "c"]'})
-    assert cfg.max_tasks == 6 and cfg.variants == ["a", "b", "c"]
+    cfg = load_config({"env": "staging", "t2s:max_tasks": "6", "t2s:variants": '["a", "b", "c"]',
+                       "t2s:jwt_client_ids": '["app1"]'})
+    assert cfg.max_tasks == 6 and cfg.variants == ["a", "b", "c"] and cfg.jwt_client_ids == ["app1"]
     with pytest.raises(ConfigError, match="min_tasks"):
         load_config({"env": "staging", "t2s:min_tasks": "12"})

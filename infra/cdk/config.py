@@ -34,6 +34,10 @@ class EnvConfig(BaseModel):
     max_tasks: int = Field(10, ge=1)
     cpu_target_pct: int = Field(60, ge=10, le=90)
     requests_per_target: int = Field(200, ge=1, description="ALB requests per target per minute to aim for.")
+    # API authentication (the app refuses to serve a reachable address without it): an OIDC issuer such as
+    # a Cognito user pool, https://cognito-idp.<region>.amazonaws.com/<pool-id>, and the accepted app clients
+    jwt_issuer: str | None = None
+    jwt_client_ids: list[str] = Field(default_factory=list)
     # tracking service
     tracking_cpu: int = 512
     tracking_memory_mib: int = 1024

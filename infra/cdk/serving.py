@@ -8,6 +8,7 @@ Names are fixed per environment (cluster ``t2s-<env>``, service ``t2s-<env>-api`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from infra.cdk.config import EnvConfig
@@ -86,9 +87,15 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
     task = ecs.FargateTaskDefinition(stack, "ApiTask", family=n["family"], cpu=cfg.api_cpu,
                                      memory_limit_mib=cfg.api_memory_mib, task_role=role)
     task.add_volume(name="tmp")
+    auth = {"T2S_SERVE_AUTH": "required"}
+    if cfg.jwt_issuer:
+        auth |= {"T2S_SERVE_JWT_ISSUER": cfg.jwt_issuer,
+                 "T2S_SERVE_JWKS_URL": f"{cfg.jwt_issuer.rstrip('/')}/.well-known/jwks.json",
+                 "T2S_SERVE_JWT_CLIENT_IDS": json.dumps(cfg.jwt_client_ids)}
     container = task.add_container(
         "api", image=image, essential=True, readonly_root_filesystem=True,
         environment={
+            **auth,
             "T2S_SERVE_HOST": "0.0.0.0", "T2S_SERVE_PORT": str(API_PORT), "T2S_SERVE_WORKERS": str(cfg.api_workers),
             "T2S_SERVE_STORE_URL": f"postgresql+psycopg://t2s@{db.db_instance_endpoint_address}:5432/{DB_NAME}"
                                    "?sslmode=require",
