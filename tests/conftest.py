@@ -12,7 +12,7 @@ from t2s.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["tests.pg", "tests.serving_support"]
 
 
 @pytest.fixture(autouse=True)

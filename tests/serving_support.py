@@ -13,9 +13,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from t2s.datasets import DatasetManifest, GoldExample, write_dataset
@@ -153,3 +155,19 @@ def start_uvicorn(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
 
 __all__ = ["ANSWERS", "FakeOpenAI", "answer", "build_registry", "free_port", "make_settings", "md5",
            "start_fake", "start_uvicorn", "write_experiment"]
+
+
+# --- fixtures shared by the serving tests (registered as a pytest plugin in tests/conftest.py) ---------
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    """A scripted OpenAI-compatible model on loopback, one per test module."""
+    server = start_fake()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
+    """A tmp MLflow registry with the served bundles, per test module."""
+    return build_registry(tmp_path_factory.mktemp("serving"), shop_db, fake.url)

@@ -15,19 +15,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.store import feedback, queries
-from tests.serving_support import FakeOpenAI, build_registry, make_settings, md5, start_fake, write_experiment
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("serving"), shop_db, fake.url)
+from tests.serving_support import make_settings, md5, write_experiment
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -27,22 +27,10 @@ from tests.serving_prod_support import (
     token,
     write_api_keys,
 )
-from tests.serving_support import FakeOpenAI, build_registry, make_settings, start_fake, write_experiment
+from tests.serving_support import make_settings, write_experiment
 
 CALLER_KEY = "t2s_caller-secret-key-0123456789abcdef"
 ADMIN_KEY = "t2s_admin-secret-key-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("auth"), shop_db, fake.url)
 
 
 @pytest.fixture(scope="module")

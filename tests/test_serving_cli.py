@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +18,13 @@ from serving.app import create_app
 from serving.assignment import assign
 from t2s.settings import get_settings
 from tests.serving_support import (
-    FakeOpenAI,
-    build_registry,
     free_port,
     make_settings,
-    start_fake,
     start_uvicorn,
     write_experiment,
 )
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("serving-cli"), shop_db, fake.url)
 
 
 def env_for(reg: dict[str, Any], store_url: str, experiment: Path) -> dict[str, str]:

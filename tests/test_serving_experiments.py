@@ -13,19 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.serving_support import FakeOpenAI, build_registry, make_settings, start_fake, write_experiment
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("serving-exp"), shop_db, fake.url)
+from tests.serving_support import FakeOpenAI, make_settings, write_experiment
 
 
 @pytest.fixture

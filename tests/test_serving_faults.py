@@ -21,11 +21,9 @@ from tests.fakes import Reply
 from tests.serving_support import (
     FakeOpenAI,
     answer,
-    build_registry,
     free_port,
     make_settings,
     md5,
-    start_fake,
     write_experiment,
 )
 
@@ -51,18 +49,6 @@ def hostile_answer(body: dict[str, Any]) -> Reply:
     if question.startswith("hostile:"):
         return Reply(content=f"```sql\n{HOSTILE_SQL[question.split(':', 1)[1].rsplit('#', 1)[0]]}\n```")
     return answer(body)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("faults"), shop_db, fake.url)
 
 
 @pytest.fixture

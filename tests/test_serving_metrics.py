@@ -20,11 +20,8 @@ from serving.metrics import MAX_DATUMS_PER_CALL, MAX_VALUES_PER_DATUM, Event, Me
 from t2s.metric_names import NAMESPACE, SERVING_METRICS
 from t2s.settings import Settings
 from tests.serving_support import (
-    FakeOpenAI,
-    build_registry,
     free_port,
     make_settings,
-    start_fake,
     write_experiment,
 )
 
@@ -53,18 +50,6 @@ def check_emf(doc: dict[str, Any]) -> None:
             assert set(metric) <= {"Name", "Unit", "StorageResolution"} and metric["Unit"] in EMF_UNITS
             value = doc[metric["Name"]]
             assert isinstance(value, int | float) and not isinstance(value, bool), metric
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("metrics"), shop_db, fake.url)
 
 
 @pytest.fixture(scope="module")

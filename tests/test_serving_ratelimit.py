@@ -16,28 +16,13 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from tests.serving_prod_support import redis_server, write_api_keys
 from tests.serving_support import (
-    FakeOpenAI,
-    build_registry,
     free_port,
     make_settings,
-    start_fake,
     start_uvicorn,
     write_experiment,
 )
 
 KEYS = {"ann": ("t2s_ann-key-0123456789", "caller"), "bob": ("t2s_bob-key-0123456789", "caller")}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("ratelimit"), shop_db, fake.url)
 
 
 @pytest.fixture

@@ -15,16 +15,9 @@ from hypothesis import HealthCheck, settings
 
 from serving.app import create_app
 from tests.serving_prod_support import write_api_keys
-from tests.serving_support import FakeOpenAI, build_registry, make_settings, start_fake, write_experiment
+from tests.serving_support import FakeOpenAI, build_registry, make_settings, write_experiment
 
 ADMIN_KEY = "t2s_schemathesis-admin-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")
