@@ -203,5 +203,15 @@ def test_a_reviewer_sees_questions_verdicts_and_flips_in_the_mlflow_ui(project: 
             assert "True" in flipped and "False" in flipped and "wrong_result" in flipped
             assert "False" not in same and "wrong_result" not in same
             page.screenshot(ARTIFACTS / "03-compare-v2-to-v1.png")
+
+            # The same comparison full width, from the run page (with a "compare to" picker).
+            page.goto(f"{url}/#/experiments/{exp_id}/runs/{v2}/traces?compareToRunUuid={v1}")
+            compared = page.wait_for_text("compare to", *TEXT_BY_ID.values(), "wrong_result", "execution_match")
+            assert "True" in _question_block(compared, "q1") and "False" in _question_block(compared, "q1")
+            page.screenshot(ARTIFACTS / "04-run-compare.png")
+
+            # The run's overview links the prompt version it used.
+            page.goto(f"{url}/#/experiments/{exp_id}/runs/{v2}")
+            page.wait_for_text("Registered prompts", "demo (v2)", "execution_accuracy")
     finally:
         _stop(server)
