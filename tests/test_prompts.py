@@ -46,8 +46,9 @@ def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PromptLibrary:
 
 def test_shipped_prompts_are_valid_and_distinct() -> None:
     files = PromptLibrary(SHIPPED).versions("sql-analyst")
-    assert [pf.spec.version for pf in files] == [1, 2, 3]
-    assert len({pf.spec.content_hash() for pf in files}) == 3
+    assert [pf.spec.version for pf in files] == list(range(1, len(files) + 1)) and len(files) >= 7
+    assert len({pf.spec.content_hash() for pf in files}) == len(files)
+    assert [pf.spec.strategy.kind for pf in files[:7]] == ["single"] * 3 + ["repair"] * 2 + ["self_consistency"] * 2
     assert files[0].spec.schema_context.sample_values == 0 and files[1].spec.schema_context.sample_values > 0
     assert files[2].spec.few_shot.k > 0 and "examples" in files[2].spec.variables
     assert read_lock(SHIPPED / "sql-analyst"), "shipped versions are registered: versions.lock.json is committed"
