@@ -9,8 +9,9 @@ questions grouped by database so the server reuses the schema prefix).
         --spider /tmp/spider-sample-ds --spider-limit 30
 
 ``--spider`` takes a dataset made by ``t2s datasets import-spider ../shared/spider-sample --out DIR`` (never
-commit it). The Spider slice is every n-th item (spread over its databases); when the dataset has no
-training split, few-shot examples come from the items outside the slice (same databases, other questions).
+commit it). Each slice is every n-th item (bank is ordered by difficulty, Spider by database); few-shot
+examples come from the dataset's training split, or, when it has none (Spider's sample), from the items
+outside the slice (same databases, other questions).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def run_dataset(label: str, ds: Dataset, items: list[GoldExample], rest: list[Go
     ordered = sorted(items, key=lambda ex: ex.db_id)
     verdicts: dict[int, dict[str, bool]] = {}
     print(f"\n{label}: {len(items)} questions over {len(targets)} database(s), rules {rules}")
-    print(f"  {'version':<16}{'strategy':<38}{'EX':>7}{'vs v' + str(baseline):>10}{'p':>8}{'calls/q':>9}"
-          f"{'tok/q':>8}{'s/q':>7}{'x time':>8}")
+    print(f"  {'version':<16}{'strategy':<46}{'EX':>7}{'valid':>7}{'vs v' + str(baseline):>10}{'won/lost':>9}"
+          f"{'p':>7}{'calls/q':>8}{'tok/q':>7}{'s/q':>7}{'x time':>7}")
     rows = []
     for v in versions:
         spec = lib.get("sql-analyst", v).spec
@@ -80,18 +81,18 @@ def run_dataset(label: str, ds: Dataset, items: list[GoldExample], rest: list[Go
         calls = sum(g.model_calls for g in gens) / len(gens)
         tokens = sum(g.prompt_tokens + g.completion_tokens for g in gens) / len(gens)
         rows.append((v, spec.strategy.summary() + (" +masked" if spec.few_shot.selector != "bm25" else ""),
-                     m.execution_accuracy, calls, tokens, wall))
-    base_time = next((r[5] for r in rows if r[0] == baseline), None)
-    for v, strategy, ex_acc, calls, tokens, wall in rows:
+                     m.execution_accuracy, m.valid_sql_rate, calls, tokens, wall))
+    base_time = next((r[6] for r in rows if r[0] == baseline), None)
+    for v, strategy, ex_acc, valid, calls, tokens, wall in rows:
         if v in verdicts and baseline in verdicts:
             b = sum(verdicts[v][i] and not verdicts[baseline][i] for i in verdicts[v])
             c = sum(verdicts[baseline][i] and not verdicts[v][i] for i in verdicts[v])
-            diff, p = f"{100 * (b - c) / len(items):+.1f}pt", f"{mcnemar_exact(b, c):.3f}"
+            diff, p, wl = f"{100 * (b - c) / len(items):+.1f}pt", f"{mcnemar_exact(b, c):.3f}", f"{b}/{c}"
         else:
-            diff, p = "-", "-"
+            diff, p, wl = "-", "-", "-"
         ratio = f"{wall / base_time:.2f}" if base_time else "-"
-        print(f"  sql-analyst@{v:<4}{strategy:<38}{100 * ex_acc:6.1f}%{diff:>10}{p:>8}{calls:9.2f}{tokens:8.0f}"
-              f"{wall:7.2f}{ratio:>8}", flush=True)
+        print(f"  sql-analyst@{v:<4}{strategy:<46}{100 * ex_acc:6.1f}%{100 * valid:6.0f}%{diff:>10}{wl:>9}{p:>7}"
+              f"{calls:8.2f}{tokens:7.0f}{wall:7.2f}{ratio:>7}", flush=True)
     for t in targets.values():
         t.close()
 
@@ -100,7 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--versions", default="3,4,5,6", help="sql-analyst versions (comma-separated).")
     parser.add_argument("--baseline", type=int, default=3, help="Version the others are compared with.")
-    parser.add_argument("--bank-limit", type=int, default=30, help="First N bank questions (0: skip bank).")
+    parser.add_argument("--bank-limit", type=int, default=30,
+                        help="N bank questions spread over the set, which is ordered by difficulty (0: skip).")
     parser.add_argument("--spider", type=Path, default=None, help="An imported Spider dataset directory.")
     parser.add_argument("--spider-limit", type=int, default=30)
     args = parser.parse_args()
@@ -113,7 +115,7 @@ def main() -> None:
             print(f"local server at {server.base_url}; shared 2-core machine, one request at a time")
             if args.bank_limit:
                 bank = load_dataset(ROOT / "datasets" / "bank")
-                items, rest = slice_of(bank, args.bank_limit, spread=False)
+                items, rest = slice_of(bank, args.bank_limit, spread=True)
                 run_dataset("bank", bank, items, rest, versions, args.baseline, server.base_url, "t2s", lib, tmp)
             if args.spider is not None:
                 spider = load_dataset(args.spider)
