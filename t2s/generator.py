@@ -26,7 +26,16 @@ from t2s.guard import guard_select, to_dialect
 from t2s.prompts import PromptSpec
 from t2s.schema_context import build_schema_context
 from t2s.sql_extract import extract_sql
-from t2s.strategy import Candidate, StrategyTrace, question_implies_rows, repair_message, tables_in, vote
+from t2s.strategy import (
+    Candidate,
+    StrategyTrace,
+    column_hint,
+    missing_column,
+    question_implies_rows,
+    repair_message,
+    tables_in,
+    vote,
+)
 
 DIALECT_NAMES = {"sqlite": "SQLite", "tsql": "T-SQL (SQL Server)", "postgres": "PostgreSQL", "duckdb": "DuckDB",
                  "mysql": "MySQL", "bigquery": "BigQuery", "snowflake": "Snowflake"}
@@ -134,6 +143,14 @@ class SqlGenerator:
         return ChatParams(temperature=self.spec.strategy.temperature, max_tokens=p.max_tokens, stop=tuple(p.stop),
                           seed=(p.seed or 0) + sample)
 
+    def _repair_sample_params(self, sample: int, rnd: int) -> Any:
+        """Sampling parameters for a repair whose greedy answer repeated a query already tried."""
+        from t2s.llm import ChatParams
+
+        p = self.spec.model
+        return ChatParams(temperature=max(self.spec.strategy.temperature, 0.7), max_tokens=p.max_tokens,
+                          stop=tuple(p.stop), seed=(p.seed or 0) + 1000 + 100 * sample + rnd)
+
     def _call(self, messages: list[dict[str, str]], params: Any, target: Target) -> _Call:
         """Ask the model and extract, guard and transpile its SQL. Only an unusable endpoint raises."""
         start = time.perf_counter()
@@ -209,11 +226,20 @@ class SqlGenerator:
                 self._results.popitem(last=False)
         return entry
 
-    def _table_columns(self, sql: str | None, target: Target) -> dict[str, list[str]]:
+    def _repair_turn(self, cand: Candidate, target: Target, empty: bool) -> str:
+        """The repair request: the error, where an invented column really lives, and the columns of the
+        tables the query named (plus those holding the missing column)."""
         from t2s.schema_context import introspect
 
-        tables = {t.name: t for t in introspect(target).tables}
-        return {name: [c.name for c in tables[name].columns] for name in tables_in(sql, list(tables))}
+        columns = {t.name: [c.name for c in t.columns] for t in introspect(target).tables}
+        names = tables_in(cand.sql, list(columns))
+        hints = []
+        missing = missing_column(cand.detail) if not empty else None
+        if missing:
+            hints.append(column_hint(missing, columns))
+            names += [t for t, cols in columns.items() if t not in names and missing.lower() in map(str.lower, cols)]
+        return repair_message(cand.error or "empty_result", cand.detail, {t: columns[t] for t in names},
+                              empty=empty, hints=hints)
 
     def _run_strategy(self, question: str, messages: list[dict[str, str]], target: Target,
                       base: dict[str, Any]) -> Generation:
@@ -231,6 +257,7 @@ class SqlGenerator:
             conversation = list(messages)
             call = first[sample]
             calls.append(call)
+            sample_start = len(trace.candidates)
             best: tuple[int, list[tuple[Any, ...]] | None] | None = None
             for rnd in range(st.repair_rounds + 1):
                 rows, failure = self._execute(call.sql, target, fingerprint, trace) if call.sql else (None, None)
@@ -248,10 +275,16 @@ class SqlGenerator:
                 if not repairable or rnd == st.repair_rounds:
                     break
                 conversation += [{"role": "assistant", "content": call.text.strip() or "(no answer)"},
-                                 {"role": "user", "content": repair_message(
-                                     cand.error or "empty_result", cand.detail, self._table_columns(call.sql, target),
-                                     empty=empty and failure is None and call.error is None)}]
+                                 {"role": "user", "content": self._repair_turn(
+                                     cand, target, empty=empty and failure is None and call.error is None)}]
+                tried = {c.sql for c in trace.candidates[sample_start:] if c.sql}
                 call = self._call(conversation, self._params(), target)
+                if call.sql in tried:  # a small model often repeats itself: ask once more, sampling
+                    calls.append(call)
+                    trace.candidates.append(Candidate(sample=sample, round=rnd + 1, sql=call.sql, error="repeated",
+                                                      detail="the repair repeated an earlier query",
+                                                      tokens=call.prompt_tokens + call.completion_tokens))
+                    call = self._call(conversation, self._repair_sample_params(sample, rnd), target)
                 calls.append(call)
                 trace.repair_rounds += 1
             finals.append(best or (len(trace.candidates) - 1, None))

@@ -184,14 +184,38 @@ def question_implies_rows(question: str) -> bool:
     return not _NO_ROWS_EXPECTED.search(question)
 
 
-def repair_message(error_class: str, detail: str, table_columns: dict[str, list[str]], empty: bool) -> str:
-    """The user turn asking for a fix: the engine's error (or the empty result) and the relevant columns."""
+_MISSING_COLUMN = (re.compile(r"no such column: ([\w.$]+)", re.IGNORECASE),  # SQLite
+                   re.compile(r'column "?([\w.$]+)"? does not exist', re.IGNORECASE),  # PostgreSQL
+                   re.compile(r'Referenced column "([\w.$]+)" not found', re.IGNORECASE))  # DuckDB
+
+
+def missing_column(detail: str) -> str | None:
+    """The column an engine error says does not exist (without its table qualifier), or None."""
+    for pattern in _MISSING_COLUMN:
+        m = pattern.search(detail)
+        if m:
+            return m.group(1).rsplit(".", 1)[-1]
+    return None
+
+
+def column_hint(column: str, columns_by_table: dict[str, list[str]]) -> str:
+    """Where a column the model invented really lives: the strongest repair hint for a small model."""
+    owners = [t for t, cols in columns_by_table.items() if column.lower() in (c.lower() for c in cols)]
+    if owners:
+        return (f"`{column}` is a column of {', '.join(owners)} only: join that table, or take the value from "
+                "a column that exists.")
+    return f"No table has a column named `{column}`: use only columns listed in the schema."
+
+
+def repair_message(error_class: str, detail: str, table_columns: dict[str, list[str]], empty: bool,
+                   hints: Sequence[str] = ()) -> str:
+    """The user turn asking for a fix: the engine's error (or the empty result), hints and the relevant columns."""
     if empty:
         problem = ("The query ran but returned no rows, and the question expects some. Check the filter values "
                    "against the example values in the schema and the join conditions.")
     else:
         problem = f"The query failed on the database: {error_class}: {detail.strip()[:400]}"
-    lines = [problem]
+    lines = [problem, *hints]
     if table_columns:
         lines.append("Columns of the tables involved (use only these, spelled exactly):")
         lines += [f"- {table}({', '.join(cols)})" for table, cols in table_columns.items()]

@@ -18,7 +18,7 @@ from t2s.errors import PromptError
 from t2s.execution import SqliteTarget
 from t2s.generator import SqlGenerator
 from t2s.prompts import PromptLibrary, PromptSpec, push
-from t2s.strategy import StrategySettings, question_implies_rows, same_result, vote
+from t2s.strategy import StrategySettings, missing_column, question_implies_rows, same_result, vote
 from tests.conftest import ROOT
 from tests.fakes import FakeOpenAI, Reply
 from tests.test_llm_client import client_for_test
@@ -65,6 +65,27 @@ def test_repair_fixes_an_invented_column_on_round_two(fake: FakeOpenAI, tmp_path
     initial, repair = fake.requests[0]["json"]["messages"], fake.requests[1]["json"]["messages"]
     assert repair[: len(initial)] == initial and repair[len(initial)]["role"] == "assistant"
     assert "full_name" in repair[-1]["content"] and "customers(id, name, city, age)" in repair[-1]["content"]
+    assert "No table has a column named `full_name`" in repair[-1]["content"]
+
+
+def test_repair_points_to_the_table_of_a_misplaced_column_and_resamples_a_repeat(
+        fake: FakeOpenAI, tmp_path: Path, shop_db: Path) -> None:
+    def respond(body: dict[str, Any]) -> Reply:  # greedy repeats itself; sampling finds the join
+        if body["temperature"] > 0:
+            return fenced("SELECT SUM(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id "
+                          "WHERE c.city = 'Lyon'")
+        return fenced("SELECT SUM(amount) FROM orders WHERE city = 'Lyon'")
+
+    fake.responder = respond
+    gen = SqlGenerator(spec_with(kind="repair", repair_rounds=1), client_for_test(tmp_path, fake.url))
+    result = gen.generate("Total order amount from Lyon customers?", SqliteTarget(shop_db))
+    assert result.sql is not None and "JOIN customers" in result.sql and result.model_calls == 3
+    assert result.trace is not None
+    assert [c["error"] for c in result.trace["candidates"]] == ["unknown_column", "repeated", None]
+    hint = fake.requests[1]["json"]["messages"][-1]["content"]
+    assert "`city` is a column of customers only" in hint and "customers(id, name, city, age)" in hint
+    assert missing_column('column "c.segment" does not exist') == "segment"
+    assert missing_column('Binder Error: Referenced column "segment" not found in FROM clause') == "segment"
 
 
 def test_repair_retries_an_empty_result_only_when_rows_are_expected(fake: FakeOpenAI, tmp_path: Path,
