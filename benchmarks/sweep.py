@@ -209,7 +209,8 @@ def main() -> None:
             client.close()
             model = ModelSpec(name="slow-model", provider="compatible")
             # Whole rounds of calls (ten per slot), no completion cache: every question costs one call.
-            cell_ds = replicated(dataset, 10 * concurrency)
+            rounds = max(10, -(-len(dataset.examples) // concurrency))  # whole rounds of calls, at least ten
+            cell_ds = replicated(dataset, concurrency * rounds)
             cell_client = LLMClient.from_settings(settings, cache=None)
             split = timed_cell(settings, cell_client, cell_ds, "sql-analyst@2", model, concurrency, None, work)
             cell_client.close()

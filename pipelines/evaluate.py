@@ -45,6 +45,11 @@ def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers:
         return g
 
     try:
+        # Render one prompt per database before the workers start: the schema introspection it caches would
+        # otherwise run in every worker at once, all of them waiting instead of calling the model.
+        for db, target in targets.items():
+            first = next(ex for ex in ordered if ex.db_id == db)
+            gen.messages(first.question, target, first.evidence)
         with ThreadPoolExecutor(max(1, workers)) as pool:
             results = list(pool.map(one, ordered))
     finally:
