@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,11 +162,21 @@ def migrate(engine: sa.Engine) -> None:
                 conn.commit()
 
 
+@dataclass(eq=False)
+class _Pending:
+    record: QueryRecord
+    error: BaseException | None = None
+    done: bool = False
+
+
 class Store:
     """Recording and reading requests, labels and experiment status. Thread-safe (one engine, pooled)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._cond = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._committing = False
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 20, run_migrations: bool = True) -> Store:
@@ -183,8 +195,50 @@ class Store:
     # -- requests
 
     def record(self, rec: QueryRecord) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(queries.insert(), [rec.__dict__])
+        """Insert ``rec`` durably before returning; concurrent calls share one transaction (group commit).
+
+        A burst of requests finishing together (100 users waiting on the same slow model) would otherwise
+        queue for SQLite's single writer one transaction at a time. The first caller commits everything
+        queued so far while later ones wait; each caller returns only once its own row is committed, and
+        gets its own error if that row could not be written.
+        """
+        entry = _Pending(rec)
+        with self._cond:
+            self._pending.append(entry)
+            while not entry.done:
+                if self._committing:
+                    self._cond.wait()
+                    continue
+                self._committing = True
+                batch, self._pending = self._pending, []
+                self._cond.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cond.acquire()
+                    self._committing = False
+                    self._cond.notify_all()
+        if entry.error is not None:
+            raise entry.error
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(queries.insert(), [e.record.__dict__ for e in batch])
+        except Exception:
+            if len(batch) == 1:
+                batch[0].error, batch[0].done = sys.exc_info()[1], True  # type: ignore[assignment]
+                return
+            for e in batch:  # one bad row must not lose the others: write them one by one
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(queries.insert(), [e.record.__dict__])
+                except Exception as exc:
+                    e.error = exc
+                e.done = True
+            return
+        for e in batch:
+            e.done = True
 
     def get(self, query_id: str) -> QueryRecord | None:
         with self.engine.connect() as conn:
