@@ -123,3 +123,73 @@ def test_serving_loads_the_champion_from_the_shared_server(server: TrackingServe
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=server.bucket)
             for o in page.get("Contents", [])]
     assert sum(k.endswith("/MLmodel") for k in keys) >= 2  # both bundles' artifacts live in S3
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_whole_loop_runs_against_the_shared_server(server: TrackingServer, shop_db: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engineer evaluates two prompt versions and promotes the winner on the shared server; the serving
+    app, given only the server's URL, loads that champion and answers with it."""
+    import shutil
+
+    import yaml
+    from fastapi.testclient import TestClient
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from serving.app import create_app
+    from t2s.datasets import DatasetManifest, GoldExample, write_dataset
+    from t2s.settings import Settings, get_settings
+    from tests.fakes import FakeOpenAI
+    from tests.test_eval_pipeline import QUESTIONS, answer, prompt_file
+
+    ds = tmp_path / "datasets" / "loop"
+    ds.mkdir(parents=True)
+    shutil.copy(shop_db, ds / "shop.sqlite")
+    write_dataset(ds, DatasetManifest(name="loop", databases={"shop": "shop.sqlite"}),
+                  [GoldExample(id=i, question=q, gold_sql=s, db_id="shop", difficulty=d, category="filter")
+                   for i, q, s, d in QUESTIONS])
+    prompts = tmp_path / "prompts" / "demo"
+    prompts.mkdir(parents=True)
+    (prompts / "v1.yaml").write_text(yaml.safe_dump(prompt_file(1, "ALWAYS-WRONG"), sort_keys=False))
+    (prompts / "v2.yaml").write_text(yaml.safe_dump(prompt_file(2, "Be exact."), sort_keys=False))
+    fake = FakeOpenAI()
+    fake.responder = answer
+    env = {"T2S_LLM_PROVIDER": "compatible", "T2S_LLM_BASE_URL": fake.url, "T2S_LLM_MODEL": "fake-model",
+           "T2S_LLM_API_KEY": "test-key", "T2S_PROMPTS_DIR": str(tmp_path / "prompts"),
+           "T2S_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "T2S_LLM_MAX_RETRIES": "0",
+           "T2S_MLFLOW_TRACKING_URI": server.url, "MLFLOW_TRACKING_URI": server.url}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        evaluated = runner.invoke(app, ["eval", "-d", str(ds), "-P", "demo@1", "-P", "demo@2", "-m",
+                                        "compatible:fake-model", "--sweep-id", "shared-loop",
+                                        "--out-dir", str(tmp_path / "reports")], terminal_width=200)
+        assert evaluated.exit_code == 0, evaluated.output
+        promoted = runner.invoke(app, ["promote", "--best", "--sweep", "shared-loop"], terminal_width=200)
+        assert promoted.exit_code == 0, promoted.output
+        champion = MlflowClient(server.url, server.url).get_model_version_by_alias("t2s-generator", "champion")
+        assert champion.tags["t2s.prompt"] == "demo@2"
+
+        experiment = tmp_path / "champion.yaml"
+        experiment.write_text(yaml.safe_dump({"name": "loop", "salt": "s", "control": "champion", "variants": [
+            {"name": "champion", "alias": "champion", "weight": 100}]}, sort_keys=False))
+        settings = Settings(mlflow_tracking_uri=server.url, prompts_dir=tmp_path / "prompts",
+                            cache_dir=tmp_path / "serve-cache", serve_store_url=f"sqlite:///{tmp_path / 's.db'}",
+                            serve_experiment_file=experiment, serve_databases={"shop": str(ds)},
+                            llm_provider="compatible", llm_base_url=fake.url, llm_model="fake-model",
+                            llm_api_key="test-key", llm_max_retries=0)
+        with TestClient(create_app(settings)) as http:
+            r = http.post("/v1/sql", json={"question": "Customers without an age", "database": "shop",
+                                           "user_id": "reviewer-1"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["rows"] == [["Cid"]] and body["prompt_version"] == "demo@2"
+            assert body["model_version"] == str(champion.version)
+    finally:
+        fake.close()
