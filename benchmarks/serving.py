@@ -203,6 +203,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="requests in the overhead run")
     parser.add_argument("--slow-requests", type=int, default=300, help="requests against the 1 s model")
     parser.add_argument("--soak-s", type=float, default=60.0, help="soak duration (0 skips it)")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="uvicorn worker processes of the served app (the echo app always runs one)")
     parser.add_argument("--model-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only-production", action="store_true",
                         help="only the added per-request cost of auth, rate limits, metrics and logs")
@@ -224,12 +226,13 @@ def main() -> int:
         env = {**os.environ, **setup_registry(root, model_url)}
         port, echo_port = free_port(), free_port()
         (root / "echo_app.py").write_text(ECHO_APP)
-        server = start_uvicorn(env, port, root / "server.log")
+        server = start_uvicorn(env, port, root / "server.log", workers=args.server_workers)
         echo = subprocess.Popen([sys.executable, "-m", "uvicorn", "echo_app:app", "--host", "127.0.0.1", "--port",
                                  str(echo_port), "--log-level", "warning"], cwd=root,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            print(f"# serving benchmark on {os.cpu_count()} cores (shared machine), {args.clients} clients")
+            print(f"# serving benchmark on {os.cpu_count()} cores (shared machine), {args.clients} clients, "
+                  f"{args.server_workers} server worker process(es)")
             asyncio.run(drive(port, 4, len(BANK_QUESTIONS), None, BANK_QUESTIONS))  # warm the completion cache
             time.sleep(1.0)
             app_run = asyncio.run(drive(port, args.clients, args.requests, None, BANK_QUESTIONS))

@@ -132,13 +132,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_uvicorn(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``uvicorn serving.app:app_from_env`` on loopback; waits until /health answers."""
+def start_uvicorn(env: dict[str, str], port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+    """``uvicorn serving.app:app_from_env`` on loopback (``workers`` processes); waits until /health answers."""
     import httpx
 
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "serving.app:app_from_env",
-                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                                 "--workers", str(workers)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
