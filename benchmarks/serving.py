@@ -97,6 +97,8 @@ class Conn:
     """A minimal HTTP/1.1 keep-alive client connection (asyncio streams): cheap enough that the client does
     not become what is measured on a 2-core machine (httpx's async pool did)."""
 
+    headers = ""  # extra header lines ("Name: value\r\n"), e.g. the API key of the production-layers run
+
     def __init__(self, port: int) -> None:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
@@ -108,7 +110,7 @@ class Conn:
         assert self.reader is not None
         body = json.dumps(payload).encode()
         self.writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                          f"{self.headers}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -197,12 +199,49 @@ def model_server() -> int:
         time.sleep(3600)
 
 
+def layers_run(args: argparse.Namespace, env: dict[str, str], root: Path, port: int) -> None:
+    """The same labelled load for ``--layers-s`` seconds against the plain app and against a second app with
+    every production layer on (API key, per-principal limits in a private redis-server, EMF metrics, JSON
+    request logs): the difference per request is what the layers cost over HTTP."""
+    from serving.auth import new_api_key
+    from tests.serving_prod_support import redis_server
+
+    plain = asyncio.run(drive(port, args.clients, None, args.layers_s, BANK_QUESTIONS, label=True, user_prefix="p"))
+    key, record = new_api_key("bench", "caller")
+    keys = root / "keys.json"
+    keys.write_text(json.dumps([record.model_dump()]))
+    with redis_server(root) as (redis_url, _):
+        layered_env = {**env, "T2S_SERVE_AUTH": "required", "T2S_SERVE_API_KEYS_FILE": str(keys),
+                       "T2S_SERVE_REDIS_URL": redis_url, "T2S_SERVE_RATE_LIMIT": "1000000/minute",
+                       "T2S_SERVE_RATE_LIMIT_OTHER": "1000000/minute", "T2S_SERVE_METRICS": "emf",
+                       "T2S_SERVE_LOG_FORMAT": "json"}
+        layered_port = free_port()
+        proc = start_uvicorn(layered_env, layered_port, root / "layered.log", workers=args.server_workers)
+        try:
+            Conn.headers = f"X-API-Key: {key}\r\n"
+            layered = asyncio.run(drive(layered_port, args.clients, None, args.layers_s, BANK_QUESTIONS, label=True,
+                                        user_prefix="p"))
+        finally:
+            Conn.headers = ""
+            proc.terminate()
+            proc.wait(timeout=20)
+    per_plain, per_layered = 1e6 / plain["rps"], 1e6 / layered["rps"]
+    print(f"labelled load, {args.layers_s:.0f} s each, plain app:            {fmt(plain)}")
+    print(f"same load, API key + Redis limits + EMF + JSON logs: {fmt(layered)}")
+    print(f"  the production layers add {per_layered - per_plain:.0f} µs of server time per request over HTTP "
+          f"({per_plain:.0f} → {per_layered:.0f} µs at saturation), p50 {plain['p50'] * 1000:.0f} → "
+          f"{layered['p50'] * 1000:.0f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--requests", type=int, default=1000, help="requests in the overhead run")
     parser.add_argument("--slow-requests", type=int, default=300, help="requests against the 1 s model")
     parser.add_argument("--soak-s", type=float, default=60.0, help="soak duration (0 skips it)")
+    parser.add_argument("--layers-s", type=float, default=15.0,
+                        help="seconds of the overhead + label run repeated with auth, Redis rate limits and EMF "
+                             "metrics on (0 skips it)")
     parser.add_argument("--server-workers", type=int, default=1,
                         help="uvicorn worker processes of the served app (the echo app always runs one)")
     parser.add_argument("--model-server", action="store_true", help=argparse.SUPPRESS)
@@ -261,6 +300,8 @@ def main() -> int:
                 print(f"  persisted {persisted[0]} requests (clients saw {ok:.0f} succeed) and {persisted[1]} "
                       f"labels (clients saw {soak['labels']:.0f} accepted)")
                 store.close()
+            if args.layers_s > 0:
+                layers_run(args, env, root, port)
         finally:
             for proc in (server, echo, model):
                 proc.terminate()
