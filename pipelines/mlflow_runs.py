@@ -49,7 +49,15 @@ def experiment_id(dataset: str) -> str:
         if EXPERIMENT_KIND_TAG not in exp.tags:  # created before the kind was set
             mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
-    exp_id = mlflow.create_experiment(experiment_name(dataset), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    try:
+        exp_id = mlflow.create_experiment(experiment_name(dataset), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    except mlflow.exceptions.MlflowException:
+        # Two engineers' first sweeps on a new dataset, at the same moment on a shared server: the other
+        # one created it between our lookup and our create. Use theirs.
+        exp = mlflow.get_experiment_by_name(experiment_name(dataset))
+        if exp is None:
+            raise
+        return exp.experiment_id
     # The experiment's description, shown above every tab: where a reviewer goes from the overview.
     mlflow.MlflowClient().set_experiment_tag(exp_id, "mlflow.note.content", (
         f"Text2SQL Ops evaluations on dataset {dataset!r}: one parent run per sweep, one nested run per prompt "

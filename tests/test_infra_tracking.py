@@ -18,8 +18,9 @@ RUNS, STEPS = 4, 10
 
 SWEEP = textwrap.dedent("""
     import sys, mlflow
+    from pipelines.mlflow_runs import experiment_id
     who = sys.argv[1]
-    mlflow.set_experiment("t2s/shared-sweep")
+    mlflow.set_experiment(experiment_id=experiment_id("shared-sweep"))  # both may create it: the race is handled
     for i in range(%(runs)d):
         with mlflow.start_run(run_name=f"{who}-{i}"):
             mlflow.log_params({"engineer": who, "prompt_version": i})
@@ -151,10 +152,11 @@ def test_the_whole_loop_runs_against_the_shared_server(server: TrackingServer, s
     write_dataset(ds, DatasetManifest(name="loop", databases={"shop": "shop.sqlite"}),
                   [GoldExample(id=i, question=q, gold_sql=s, db_id="shop", difficulty=d, category="filter")
                    for i, q, s, d in QUESTIONS])
-    prompts = tmp_path / "prompts" / "demo"
+    prompts = tmp_path / "prompts" / "loop"  # its own prompt name: other tests register "demo" on this server
     prompts.mkdir(parents=True)
-    (prompts / "v1.yaml").write_text(yaml.safe_dump(prompt_file(1, "ALWAYS-WRONG"), sort_keys=False))
-    (prompts / "v2.yaml").write_text(yaml.safe_dump(prompt_file(2, "Be exact."), sort_keys=False))
+    for version, marker in ((1, "ALWAYS-WRONG"), (2, "Be exact.")):
+        spec = {**prompt_file(version, marker), "name": "loop"}
+        (prompts / f"v{version}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     fake = FakeOpenAI()
     fake.responder = answer
     env = {"T2S_LLM_PROVIDER": "compatible", "T2S_LLM_BASE_URL": fake.url, "T2S_LLM_MODEL": "fake-model",
@@ -167,14 +169,14 @@ def test_the_whole_loop_runs_against_the_shared_server(server: TrackingServer, s
     get_settings.cache_clear()
     try:
         runner = CliRunner()
-        evaluated = runner.invoke(app, ["eval", "-d", str(ds), "-P", "demo@1", "-P", "demo@2", "-m",
+        evaluated = runner.invoke(app, ["eval", "-d", str(ds), "-P", "loop@1", "-P", "loop@2", "-m",
                                         "compatible:fake-model", "--sweep-id", "shared-loop",
                                         "--out-dir", str(tmp_path / "reports")], terminal_width=200)
         assert evaluated.exit_code == 0, evaluated.output
         promoted = runner.invoke(app, ["promote", "--best", "--sweep", "shared-loop"], terminal_width=200)
         assert promoted.exit_code == 0, promoted.output
         champion = MlflowClient(server.url, server.url).get_model_version_by_alias("t2s-generator", "champion")
-        assert champion.tags["t2s.prompt"] == "demo@2"
+        assert champion.tags["t2s.prompt"] == "loop@2"
 
         experiment = tmp_path / "champion.yaml"
         experiment.write_text(yaml.safe_dump({"name": "loop", "salt": "s", "control": "champion", "variants": [
@@ -189,7 +191,7 @@ def test_the_whole_loop_runs_against_the_shared_server(server: TrackingServer, s
                                            "user_id": "reviewer-1"})
             assert r.status_code == 200, r.text
             body = r.json()
-            assert body["rows"] == [["Cid"]] and body["prompt_version"] == "demo@2"
+            assert body["rows"] == [["Cid"]] and body["prompt_version"] == "loop@2"
             assert body["model_version"] == str(champion.version)
     finally:
         fake.close()
