@@ -13,12 +13,12 @@ The comparison functions take plain row lists so they are cheap to test with hyp
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
+
+from t2s.values import canonical_value
 
 Row = tuple[Any, ...]
 
@@ -43,7 +43,6 @@ BIRD = MatchRules("bird", rows="set", order="outermost_order_by", columns="posit
 T2S = MatchRules("t2s", rows="multiset", order="outermost_order_by", columns="any_permutation",
                  numbers="significant_digits", strip_distinct=False, spider_text_fixes=False)
 RULES: dict[str, MatchRules] = {r.name: r for r in (T2S, SPIDER, BIRD)}
-SIGNIFICANT_DIGITS = 10
 
 
 def get_rules(name: str) -> MatchRules:
@@ -53,22 +52,6 @@ def get_rules(name: str) -> MatchRules:
         return RULES[name]
     except KeyError:
         raise ConfigError(f"unknown rule set {name!r}; choose one of {', '.join(RULES)}") from None
-
-
-def canonical_value(value: Any) -> Any:
-    """Value used for t2s comparisons: numbers to 10 significant digits, NaN as one token, bools as ints."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, Decimal):
-        value = float(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "\x00NaN"
-        if math.isinf(value) or value == 0.0:
-            return value
-        rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-        return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
-    return value
 
 
 def _canonical_rows(rows: Sequence[Row]) -> list[Row]:

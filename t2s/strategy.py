@@ -21,17 +21,16 @@ column permutation, numbers equal to 10 significant digits (:func:`same_result`)
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SIGNIFICANT_DIGITS = 10
+from t2s.values import canonical_value
+
 #: Column-permutation search is exhaustive only up to this width; wider results must agree positionally.
 MAX_PERMUTED_COLUMNS = 6
 
@@ -111,29 +110,14 @@ class StrategyTrace:
 # ----------------------------------------------------------------------------------------- grouping
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, Decimal):
-        value = float(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "\x00NaN"
-        if math.isinf(value) or value == 0.0:
-            return value
-        rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-        return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
-    return value
-
-
 def same_result(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]]) -> bool:
     """Whether two results are the same answer: bag of rows, any column permutation, 10 significant digits."""
     if not a and not b:
         return True
     if len(a) != len(b) or len(a[0]) != len(b[0]):
         return False
-    ca = Counter(tuple(_canonical(v) for v in row) for row in a)
-    rows_b = [tuple(_canonical(v) for v in row) for row in b]
+    ca = Counter(tuple(canonical_value(v) for v in row) for row in a)
+    rows_b = [tuple(canonical_value(v) for v in row) for row in b]
     if ca == Counter(rows_b):
         return True
     ncols = len(a[0])
