@@ -31,6 +31,7 @@ from t2s.errors import SqlError  # noqa: E402
 from t2s.execution import DuckdbTarget, SqliteTarget  # noqa: E402
 from t2s.guard import MAX_TOKENS, guard_select  # noqa: E402
 from t2s.sandbox import Sandbox  # noqa: E402
+from tests.shop_copies import shop_to_duckdb  # noqa: E402
 
 QUERIES = {
     "trivial": "SELECT 1",
@@ -50,27 +51,11 @@ def _per_call(fn, repeat: int) -> float:
     return best
 
 
-def _duckdb_copy(src: Path, folder: Path) -> Path:
-    import duckdb
-    import pandas as pd
-
-    out = folder / "bank.duckdb"
-    conn = duckdb.connect(str(out))
-    with sqlite3.connect(src) as s:
-        for (name,) in s.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-            frame = pd.read_sql_query(f"SELECT * FROM {name}", s)
-            conn.register("frame", frame)
-            conn.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame')
-            conn.unregister("frame")
-    conn.close()
-    return out
-
-
 def sandbox_overhead(db: Path, repeat: int) -> None:
     print("1. per query: sandbox worker vs the same session in-process (best of 3)")
     box = Sandbox(max_workers=1)
     with tempfile.TemporaryDirectory() as tmp:
-        duck = _duckdb_copy(db, Path(tmp))
+        duck = shop_to_duckdb(db, Path(tmp) / "bank.duckdb", tables=None)
         pairs = [("sqlite", SqliteTarget(db), SqliteSession(db, EngineLimits())),
                  ("duckdb", DuckdbTarget(duck), DuckdbSession(duck, EngineLimits()))]
         for engine, target, session in pairs:

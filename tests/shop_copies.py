@@ -8,16 +8,19 @@ from pathlib import Path
 SHOP_TABLES = ("customers", "orders", "nums")
 
 
-def shop_to_duckdb(src: Path, out: Path) -> Path:
+def shop_to_duckdb(src: Path, out: Path, tables: tuple[str, ...] | None = SHOP_TABLES) -> Path:
+    """Copy ``tables`` (all of them when None) of the SQLite file ``src`` into a new DuckDB file ``out``."""
     import duckdb
     import pandas as pd
 
     with sqlite3.connect(src) as s:
+        if tables is None:
+            tables = tuple(r[0] for r in s.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
         conn = duckdb.connect(str(out))
-        for t in SHOP_TABLES:
+        for t in tables:
             frame = pd.read_sql_query(f"SELECT * FROM {t}", s)
             conn.register("frame", frame)
-            conn.execute(f"CREATE TABLE {t} AS SELECT * FROM frame")
+            conn.execute(f'CREATE TABLE "{t}" AS SELECT * FROM frame')
             conn.unregister("frame")
         conn.close()
     return out
