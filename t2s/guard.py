@@ -92,7 +92,7 @@ def check_limits(sql: str, dialect: str) -> None:
     _check_token_limits(tokens)
 
 
-def _check_tokens(sql: str, dialect: str) -> None:
+def _check_tokens(sql: str, dialect: str) -> list[Any]:
     try:
         tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
     except SqlError:
@@ -101,6 +101,7 @@ def _check_tokens(sql: str, dialect: str) -> None:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SqlParseError(f"cannot parse as {dialect} SQL: {first}") from exc
     _check_token_limits(tokens)
+    return tokens
 
 
 def _check_token_limits(tokens: list[Any]) -> None:
@@ -145,9 +146,9 @@ def _check_token_limits(tokens: list[Any]) -> None:
 def parse_one_statement(sql: str, dialect: str) -> exp.Expression:
     """Parse ``sql`` in ``dialect`` within the guard's limits; raise unless it is exactly one statement."""
     check_sql_text(sql)
-    _check_tokens(sql, dialect)
-    try:
-        parsed = sqlglot.parse(sql, read=dialect)
+    tokens = _check_tokens(sql, dialect)
+    try:  # parse the tokens just checked: the text is tokenized once
+        parsed = sqlglot.Dialect.get_or_raise(dialect).parser().parse(tokens, sql)
     except RecursionError as exc:
         raise SqlRefused("SQL is nested too deeply to check") from exc
     except Exception as exc:  # ParseError, and the IndexError/ValueError sqlglot raises on some inputs
