@@ -82,3 +82,21 @@ def test_a_role_that_can_create_objects_is_refused(sales: str) -> None:
 def test_apply_without_admin_dsn_is_a_clear_error() -> None:
     out = CliRunner().invoke(app, ["db", "reader-role", "-s", "sales", "--apply"])
     assert out.exit_code != 0 and "--admin-dsn" in out.output
+
+
+def test_missing_password_variable_and_unreachable_admin_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("T2S_TEST_NO_SUCH_PW", raising=False)
+    out = CliRunner().invoke(app, ["db", "reader-role", "-s", "sales", "--password-env", "T2S_TEST_NO_SUCH_PW"])
+    assert out.exit_code != 0 and "T2S_TEST_NO_SUCH_PW" in out.output
+    out = CliRunner().invoke(app, ["db", "reader-role", "-s", "sales", "--apply", "--admin-dsn",
+                                   "host=127.0.0.1 port=1 user=x dbname=x connect_timeout=2"])
+    assert out.exit_code != 0 and "could not create the reader role" in out.output
+
+
+def test_a_failed_apply_leaves_no_half_made_role(sales: str) -> None:
+    """All statements run in one transaction: a schema that does not exist fails the whole apply."""
+    out = CliRunner().invoke(app, ["db", "reader-role", "-s", "sales", "-s", "no_such_schema", "--role",
+                                   "half_made", "--apply", "--admin-dsn", sales])
+    assert out.exit_code != 0 and "no_such_schema" in out.output
+    with psycopg.connect(sales) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'half_made'").fetchone() == (0,)
