@@ -1,8 +1,9 @@
 """Generation benchmark: the local model behind the openai client.
 
-Prints (1) throughput and latency at client concurrency 1 and 4 against the local llama.cpp server (which
-answers one request at a time), (2) completion-cache hit latency, and (3) the execution accuracy of each
-shipped prompt version on the bundled golden set with the local model.
+Prints (1) throughput and latency at client concurrency 1 and 4 against one local llama.cpp server (which
+answers one request at a time), and against a pool of one 1-thread server per core (what `t2s eval` and
+serving run), (2) completion-cache hit latency, and (3) the execution accuracy of each shipped prompt version
+on the bundled golden set with the local model.
 
     .venv/bin/python benchmarks/generation.py [--limit 100] [--prompts 1,2,3] [--throughput-questions 12]
 """
@@ -21,7 +22,7 @@ from evals.scoring import ScoreConfig, score_dataset
 from t2s.datasets import load_dataset, load_split, open_db
 from t2s.generator import SqlGenerator
 from t2s.llm import CompletionCache, LLMClient
-from t2s.local_llm import LocalServer
+from t2s.local_llm import LocalServer, LocalServerPool
 from t2s.prompts import PromptLibrary
 from t2s.settings import Settings
 
@@ -33,20 +34,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def throughput(settings: Settings, base_url: str, gen_spec, target, questions: list[str], workers: int) -> None:  # type: ignore[no-untyped-def]
+def throughput(settings: Settings, base_url: str | list[str], gen_spec, target, questions: list[str],  # type: ignore[no-untyped-def]
+               workers: int) -> float:
     client = LLMClient.from_settings(settings.model_copy(update={"llm_concurrency": workers}),
                                      base_url_override=base_url, cache=None)
     gen = SqlGenerator(gen_spec, client)
-    gen.generate(questions[0], target)  # warm the server's prompt prefix
-    start = time.perf_counter()
+    servers = 1 if isinstance(base_url, str) else len(base_url)
     with ThreadPoolExecutor(workers) as pool:
+        # warm every server's prompt prefix (concurrent calls go to different servers)
+        list(pool.map(lambda q: gen.generate(q, target), questions[:servers]))
+        start = time.perf_counter()
         results = list(pool.map(lambda q: gen.generate(q, target), questions))
     wall = time.perf_counter() - start
     lat = [r.latency_s for r in results]
     tokens = sum(r.completion_tokens for r in results)
-    print(f"  concurrency {workers}: {len(questions)} calls in {wall:6.2f} s = {len(questions) / wall:5.2f} calls/s, "
-          f"{tokens / wall:5.1f} completion tok/s; per-call latency p50 {statistics.median(lat):5.2f} s, "
-          f"p95 {pct(lat, 0.95):5.2f} s")
+    print(f"  {servers} server(s), concurrency {workers}: {len(questions)} calls in {wall:6.2f} s = "
+          f"{len(questions) / wall:5.2f} calls/s, {tokens / wall:5.1f} completion tok/s; per-call latency "
+          f"p50 {statistics.median(lat):5.2f} s, p95 {pct(lat, 0.95):5.2f} s")
+    return len(questions) / wall
 
 
 def main() -> None:
@@ -73,10 +78,13 @@ def main() -> None:
             spec2 = lib.get(args.prompt_name, 2).spec
             questions = [ex.question for ex in ds.examples[: args.throughput_questions]]
             print(f"\n(1) throughput, prompt {spec2.ref}, {len(questions)} questions, no cache:")
-            for workers in (1, 4):
-                throughput(settings, server.base_url, spec2, target, questions, workers)
-            print("  (the server answers one request at a time: at concurrency 4 calls queue, so per-call latency "
+            one = [throughput(settings, server.base_url, spec2, target, questions, w) for w in (1, 4)][0]
+            print("  (a server answers one request at a time: at concurrency 4 calls queue, so per-call latency "
                   "grows while throughput stays flat)")
+            with LocalServerPool(settings) as pool:
+                if pool.count > 1:
+                    many = throughput(settings, pool.base_urls, spec2, target, questions, pool.count)
+                    print(f"  pool of {pool.count} one-thread servers vs one server: {many / one:.2f}x the calls/s")
 
             cache = CompletionCache(Path(tmp) / "hit.sqlite")
             client = LLMClient.from_settings(settings, base_url_override=server.base_url, cache=cache)

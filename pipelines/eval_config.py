@@ -62,7 +62,9 @@ class EvalConfig(BaseModel):
     limit_mode: Literal["first", "spread"] = Field(
         "first", description="first: the first N questions; spread: every (len/N)-th one, so a set ordered by "
                              "difficulty keeps all its buckets.")
-    workers: int = Field(1, ge=1, description="Questions in flight per cell (the local server answers one at a time).")
+    workers: int | None = Field(
+        None, ge=1, description="Questions in flight per cell; default: one per local server for the local model "
+                                "(each answers one request at a time), else the client's llm_concurrency.")
     exact_match: bool = Field(False, description="Also compute sqlglot-normalized exact match (8-16 ms of CPU "
                                                  "per matched item: it would dominate a cell on a fast endpoint).")
     out_dir: Path = Path("reports/eval")

@@ -126,6 +126,14 @@ def cell_metrics(items: list[EvalItem], verdict_metrics: dict[str, float], model
     return out
 
 
+def cell_workers(config: EvalConfig, llm: Any) -> int:
+    """Questions in flight: ``config.workers``, else one per local server, else the client's concurrency."""
+    if config.workers:
+        return config.workers
+    servers = getattr(llm, "local_server", None)
+    return int(getattr(servers, "count", 0) or getattr(llm, "concurrency", 1) or 1)
+
+
 def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: Any, config: EvalConfig, *,
                   postgres_dsn: str | None = None, cache_path: Any = None,
                   on_done: Callable[[Generation], None] | None = None) -> VariantRun:
@@ -136,7 +144,7 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
     subset = Dataset(dataset.root, dataset.manifest, items)
     verdicts = generate_and_score(gen, subset, ScoreConfig(
         rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,
-        cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), config.workers,
+        cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), cell_workers(config, llm),
         postgres_dsn, on_done)
     records = []
     for ex, (v, g) in zip(items, verdicts, strict=True):

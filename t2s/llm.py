@@ -7,6 +7,8 @@ llama.cpp server (see :mod:`t2s.local_llm`) through the ``openai`` package, with
   :meth:`LLMClient.complete`): exponential backoff with jitter on 408/409/429/5xx, timeouts and
   connection errors, honouring ``Retry-After``;
 - a bound on requests in flight (``settings.llm_concurrency``);
+- several endpoints of one request at a time each (the local llama.cpp servers, one per core): a request
+  takes a free one, preferring the one its thread used last (it still holds that thread's prompt prefix);
 - a persistent SQLite completion cache keyed by (model, messages, params), so reruns cost nothing;
 - errors mapped onto :mod:`t2s.errors` (``LLMAuthError``, ``LLMUnavailable``, ``LLMError``, ``ConfigError``).
 
@@ -265,6 +267,37 @@ def _provider_message(exc: Any) -> str:
 # ------------------------------------------------------------------------------------------- client
 
 
+class _Endpoints:
+    """Several endpoints that each serve one request at a time (the local llama.cpp servers).
+
+    A request takes a free endpoint and waits while all are busy. It prefers the endpoint its thread used
+    last: llama.cpp keeps the previous prompt's KV cache, so a thread working through one question (its
+    samples, its repair rounds) or one database keeps reusing its shared prompt prefix.
+    """
+
+    def __init__(self, clients: list[openai.OpenAI]) -> None:
+        self.clients = clients
+        self._busy = [False] * len(clients)
+        self._cond = threading.Condition()
+        self._last = threading.local()
+
+    @contextlib.contextmanager
+    def take(self) -> Any:
+        with self._cond:
+            while all(self._busy):
+                self._cond.wait()
+            last = getattr(self._last, "index", None)
+            index = last if last is not None and not self._busy[last] else self._busy.index(False)
+            self._busy[index] = True
+        try:
+            yield self.clients[index]
+        finally:
+            with self._cond:
+                self._busy[index] = False
+                self._last.index = index
+                self._cond.notify()
+
+
 class LLMClient:
     """Chat completions with retries, a concurrency bound and a completion cache.
 
@@ -272,13 +305,15 @@ class LLMClient:
     which starts the server and passes its ``base_url``.
     """
 
-    def __init__(self, *, provider: str, model: str, base_url: str | Callable[[], str] | None, api_key: str,
+    def __init__(self, *, provider: str, model: str,
+                 base_url: str | Sequence[str] | Callable[[], str | Sequence[str]] | None, api_key: str,
                  key_source: str = "argument", azure_endpoint: str | None = None,
                  azure_api_version: str | None = None, timeout_s: float = 60.0, max_retries: int = 4,
                  concurrency: int = 4, cache: CompletionCache | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """``base_url`` may be a callable: it is called once, at the first request that misses the cache
-        (this is how :func:`t2s.local_llm.client_for` starts the local server only when needed)."""
+        (this is how :func:`t2s.local_llm.client_for` starts the local servers only when needed). A list of
+        URLs (or a callable returning one) names several endpoints of one request at a time each."""
         if provider == "azure" and not azure_endpoint:
             raise ConfigError("provider 'azure' needs an endpoint: set T2S_AZURE_ENDPOINT "
                               "(https://<resource>.openai.azure.com)", field="azure_endpoint")
@@ -292,21 +327,29 @@ class LLMClient:
         self._api_key = api_key
         self._azure = (azure_endpoint, azure_api_version)
         self._base_url = base_url
+        self.concurrency = concurrency
         self._semaphore = threading.BoundedSemaphore(concurrency)
         self._client_lock = threading.Lock()
         self._client: openai.OpenAI | None = None
-        #: The :class:`t2s.local_llm.LocalServer` behind this client, when client_for started one.
+        self._endpoints: _Endpoints | None = None
+        #: The :class:`t2s.local_llm.LocalServerPool` behind this client, when client_for started one.
         self.local_server: Any = None
         if not callable(base_url):
             self._openai()  # build it now: configuration errors surface at construction
 
     @property
     def base_url(self) -> str:
+        """The endpoint (the first one, when there are several)."""
+        return self.base_urls[0]
+
+    @property
+    def base_urls(self) -> list[str]:
         if self.provider == "azure":
-            return str(self._azure[0])
+            return [str(self._azure[0])]
         if self._client is not None:
-            return str(self._client.base_url).rstrip("/")
-        return "(not started yet)"
+            clients = self._endpoints.clients if self._endpoints else [self._client]
+            return [str(c.base_url).rstrip("/") for c in clients]
+        return ["(not started yet)"]
 
     def _openai(self) -> openai.OpenAI:
         if self._client is not None:
@@ -315,21 +358,41 @@ class LLMClient:
 
         with self._client_lock:
             if self._client is None:
-                base_url = self._base_url() if callable(self._base_url) else self._base_url
-                url = self._azure[0] if self.provider == "azure" else base_url
-                # A loopback server is never reached through an HTTP(S)_PROXY from the environment.
-                http_client = openai.DefaultHttpxClient(trust_env=False) if _is_loopback(url) else None
+                found = self._base_url() if callable(self._base_url) else self._base_url
+                urls = [found] if found is None or isinstance(found, str) else list(found)
                 if self.provider == "azure":
                     self._client = openai.AzureOpenAI(
                         azure_endpoint=self._azure[0], api_version=self._azure[1], api_key=self._api_key,
-                        timeout=self.timeout_s, max_retries=0, http_client=http_client)
+                        timeout=self.timeout_s, max_retries=0, http_client=self._http_client(self._azure[0]))
                 else:
-                    self._client = openai.OpenAI(base_url=base_url, api_key=self._api_key,
-                                                 timeout=self.timeout_s, max_retries=0, http_client=http_client)
+                    clients = [openai.OpenAI(base_url=url, api_key=self._api_key, timeout=self.timeout_s,
+                                             max_retries=0, http_client=self._http_client(url))
+                               for url in urls]
+                    if len(clients) > 1:
+                        self._endpoints = _Endpoints(clients)
+                    self._client = clients[0]
             return self._client
 
+    @staticmethod
+    def _http_client(url: str | None) -> Any:
+        import openai
+
+        # A loopback server is never reached through an HTTP(S)_PROXY from the environment.
+        return openai.DefaultHttpxClient(trust_env=False) if _is_loopback(url) else None
+
+    @contextlib.contextmanager
+    def _endpoint(self) -> Any:
+        """The openai client for one request: the only one, or a free one of several endpoints."""
+        client = self._openai()
+        if self._endpoints is None:
+            yield client
+        else:
+            with self._endpoints.take() as taken:
+                yield taken
+
     @classmethod
-    def from_settings(cls, settings: Settings, base_url_override: str | Callable[[], str] | None = None, *,
+    def from_settings(cls, settings: Settings,
+                      base_url_override: str | Sequence[str] | Callable[[], str | Sequence[str]] | None = None, *,
                       cache: CompletionCache | bool | None = True,
                       sleep: Callable[[float], None] = time.sleep) -> LLMClient:
         """A client for ``settings.llm_provider``.
@@ -374,8 +437,8 @@ class LLMClient:
         return _KEYLIKE.sub("***", text)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        for client in self._endpoints.clients if self._endpoints else [self._client] if self._client else []:
+            client.close()
         self.cache.close()
 
     def __enter__(self) -> LLMClient:
@@ -419,7 +482,7 @@ class LLMClient:
         """One chat-completions request with our retry loop: (response, attempts)."""
         import openai
 
-        client = self._openai()
+        self._openai()
         attempts = 0
         # Our own retry loop, not the openai client's (built with max_retries=0). openai 2.x does honour
         # Retry-After / retry-after-ms and jitters its backoff, but (read in openai/_base_client.py):
@@ -431,7 +494,7 @@ class LLMClient:
         while True:
             attempts += 1
             try:
-                with self._semaphore:
+                with self._semaphore, self._endpoint() as client:
                     response = client.chat.completions.create(
                         model=self.model, messages=messages, **params.request_kwargs(), **extra)  # type: ignore[arg-type]
             except openai.APIStatusError as exc:

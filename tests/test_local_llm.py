@@ -13,14 +13,17 @@ import socket
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import t2s.llm as llm_module
 import t2s.local_llm as local_llm
 from t2s.errors import LLMError, LLMUnavailable
 from t2s.llm import ChatParams, LLMClient
@@ -209,7 +212,7 @@ def test_model_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 # A stand-in for `python -m llama_cpp.server`: the two endpoints the platform uses.
 STANDIN = textwrap.dedent("""
-    import json, sys
+    import json, sys, time
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     class H(BaseHTTPRequestHandler):
@@ -225,10 +228,14 @@ STANDIN = textwrap.dedent("""
         def do_GET(self):
             self.reply({"object": "list", "data": [{"id": sys.argv[2], "object": "model"}]})
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            answer = "SELECT 1"
+            if body["messages"][-1]["content"] == "which port?":  # answered slowly, naming the server
+                time.sleep(0.2)
+                answer = "SELECT " + sys.argv[1]
             self.reply({"id": "x", "object": "chat.completion", "created": 0, "model": sys.argv[2],
                         "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": "SELECT 1"}}],
+                                     "message": {"role": "assistant", "content": answer}}],
                         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
 
     print("stand-in starting", flush=True)
@@ -268,18 +275,72 @@ def test_server_starts_serves_and_stops(standin: Settings) -> None:
 
 
 def test_client_for_starts_the_server_only_on_a_cache_miss(standin: Settings) -> None:
+    standin = standin.model_copy(update={"local_llm_servers": 1})
     with client_for(standin) as client:
-        server = client.local_server
-        assert server.pid is None  # nothing started yet
+        pool = client.local_server
+        assert pool.pids == [None]  # nothing started yet
         done = client.complete([{"role": "user", "content": "q"}])
         assert done.text == "SELECT 1" and done.completion_tokens == 2 and not done.cached
-        assert server.alive()
-        port = server.port
-    assert not server.alive() and not port_open(port)
+        assert pool.alive()
+        port = pool.servers[0].port
+    assert not pool.alive() and not port_open(port)
 
     with client_for(standin) as client:  # everything cached: no server at all
         assert client.complete([{"role": "user", "content": "q"}]).cached
-        assert client.local_server.pid is None and client.local_server.log_path is None
+        assert client.local_server.pids == [None] and client.local_server.servers[0].log_path is None
+
+
+def test_client_for_runs_one_server_per_core_and_spreads_requests(standin: Settings) -> None:
+    assert local_llm.server_count(standin) == max(1, min(len(os.sched_getaffinity(0)), 4))
+    standin = standin.model_copy(update={"local_llm_servers": 2})
+    with client_for(standin, cache=False) as client:
+        pool = client.local_server
+        barrier = threading.Barrier(2)
+
+        def ask(_: int) -> list[str]:
+            barrier.wait()
+            return [client.complete([{"role": "user", "content": "which port?"}]).text for _ in range(3)]
+
+        with ThreadPoolExecutor(2) as threads:
+            answers = [a for batch in threads.map(ask, range(2)) for a in batch]
+        ports = [server.port for server in pool.servers]
+        assert pool.alive() and len(set(ports)) == 2 and client.base_urls == pool.base_urls
+        assert sorted(set(answers)) == sorted(f"SELECT {p}" for p in ports)  # both servers answered
+    assert not pool.alive() and not any(port_open(p) for p in ports)
+
+
+def test_a_request_takes_a_free_endpoint_preferring_its_threads_last_one() -> None:
+    endpoints = llm_module._Endpoints(["a", "b"])  # type: ignore[list-item]
+    release = threading.Event()
+
+    def hold() -> str:
+        with endpoints.take() as client:
+            release.wait(5)
+            return str(client)
+
+    def one() -> str:
+        with endpoints.take() as client:
+            return str(client)
+
+    def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 5
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    t1, t2, t3 = (ThreadPoolExecutor(1) for _ in range(3))  # one thread each: thread identity is kept
+    with t1, t2, t3:
+        held1 = t1.submit(hold)
+        until(lambda: endpoints._busy == [True, False])
+        held2 = t2.submit(hold)
+        until(lambda: endpoints._busy == [True, True])
+        waiting = t3.submit(one)
+        time.sleep(0.3)
+        assert not waiting.done()  # every endpoint busy: the request waits
+        release.set()
+        assert (held1.result(5), held2.result(5)) == ("a", "b") and waiting.result(5) in ("a", "b")
+        # All free now: each thread goes back to the endpoint it used last (first-free would give "a").
+        assert [t2.submit(one).result(5) for _ in range(3)] == ["b", "b", "b"]
+        assert [t1.submit(one).result(5) for _ in range(3)] == ["a", "a", "a"]
 
 
 def test_server_exiting_early_reports_its_log(standin: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,12 +27,14 @@ def _endpoint_check(client: Any) -> CheckPublic:
         return CheckPublic(status="ok", detail="local model server starts at the first request")
     if client.provider == "azure":
         return CheckPublic(status="ok", detail="not probed (Azure)")
-    try:
-        with httpx.Client(timeout=2.0, trust_env=False) as http:
-            r = http.get(client.base_url.rstrip("/") + "/models")
-        return CheckPublic(status="ok", detail=f"reachable (GET /models: HTTP {r.status_code})")
-    except httpx.HTTPError as exc:
-        return CheckPublic(status="error", detail=f"{client.base_url}: {type(exc).__name__}: {exc}")
+    codes = []
+    for url in client.base_urls:  # the local model runs one server per core: each must answer
+        try:
+            with httpx.Client(timeout=2.0, trust_env=False) as http:
+                codes.append(http.get(url.rstrip("/") + "/models").status_code)
+        except httpx.HTTPError as exc:
+            return CheckPublic(status="error", detail=f"{url}: {type(exc).__name__}: {exc}")
+    return CheckPublic(status="ok", detail=f"reachable (GET /models: HTTP {', '.join(map(str, codes))})")
 
 
 def readiness(service: Service, app_state: Any = None) -> ReadyPublic:
