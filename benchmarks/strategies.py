@@ -2,8 +2,9 @@
 
 For each dataset slice and each prompt version: execution accuracy, the paired difference against the
 baseline version on the same items (exact McNemar p), model calls and tokens per question, and wall time
-per question (fresh completion cache per version, so every call is real; one llama.cpp server, 1 thread,
-questions grouped by database so the server reuses the schema prefix).
+per question (fresh completion cache per version, so every call is real; one 1-thread llama.cpp server per
+core with one question in flight per server, as `t2s eval` runs; questions grouped by database so each
+server reuses the schema prefix; s/q is wall time over questions).
 
     .venv/bin/python benchmarks/strategies.py --versions 1,2,3,4,5,6 --baseline 3 --bank-limit 30 \\
         --spider /tmp/spider-sample-ds --spider-limit 30
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from evals.metrics import summarize
@@ -27,7 +29,7 @@ from evals.stats import mcnemar_exact
 from t2s.datasets import Dataset, GoldExample, load_dataset, load_split, open_db
 from t2s.generator import SqlGenerator
 from t2s.llm import LLMClient
-from t2s.local_llm import LocalServer
+from t2s.local_llm import LocalServerPool
 from t2s.prompts import PromptLibrary
 from t2s.settings import Settings
 
@@ -47,7 +49,7 @@ def slice_of(ds: Dataset, limit: int, spread: bool) -> tuple[list[GoldExample], 
 
 
 def run_dataset(label: str, ds: Dataset, items: list[GoldExample], rest: list[GoldExample], versions: list[int],
-                baseline: int, base_url: str, rules: str, lib: PromptLibrary, tmp: Path) -> None:
+                baseline: int, base_url: list[str], rules: str, lib: PromptLibrary, tmp: Path) -> None:
     subset = Dataset(ds.root, ds.manifest, items)
     targets = {db: open_db(ds, db) for db in sorted({ex.db_id for ex in items})}
     ordered = sorted(items, key=lambda ex: ex.db_id)
@@ -64,15 +66,18 @@ def run_dataset(label: str, ds: Dataset, items: list[GoldExample], rest: list[Go
                 pool = load_split(ds.root, spec.few_shot.split)
             except Exception:  # no training split: the items outside the slice
                 pool = rest
-        client = LLMClient.from_settings(Settings(cache_dir=tmp / f"{label}-v{v}", llm_provider="local"),
-                                         base_url_override=base_url)
+        client = LLMClient.from_settings(Settings(cache_dir=tmp / f"{label}-v{v}", llm_provider="local",
+                                                  llm_concurrency=len(base_url)), base_url_override=base_url)
         gen = SqlGenerator(spec, client, few_shot_pool=pool)
         warm = SqlGenerator(spec, LLMClient.from_settings(Settings(llm_provider="local"), base_url_override=base_url,
                                                           cache=None), few_shot_pool=pool)
-        for db in targets:  # warm the server's prompt prefix with a question outside the slice
-            warm.generate(next((ex.question for ex in rest if ex.db_id == db), "How many rows?"), targets[db])
-        start = time.perf_counter()
-        gens = [gen.generate(ex.question, targets[ex.db_id], question_id=ex.id) for ex in ordered]
+        with ThreadPoolExecutor(len(base_url)) as threads:
+            first = ordered[0].db_id  # warm each server's prompt prefix with questions outside the slice
+            warm_q = [ex.question for ex in rest if ex.db_id == first][: len(base_url)] or ["How many rows?"]
+            list(threads.map(lambda q: warm.generate(q, targets[first]), warm_q))
+            start = time.perf_counter()
+            gens = list(threads.map(lambda ex: gen.generate(ex.question, targets[ex.db_id], question_id=ex.id),
+                                    ordered))
         wall = (time.perf_counter() - start) / len(gens)
         scored = score_dataset(subset, {g.question_id: g.sql for g in gens},  # type: ignore[misc]
                                ScoreConfig(rules=rules, timeout_s=10))
@@ -111,16 +116,16 @@ def main() -> None:
     versions = [int(v) for v in args.versions.split(",")]
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        with LocalServer(Settings(cache_dir=tmp, llm_provider="local")) as server:
-            print(f"local server at {server.base_url}; shared 2-core machine, one request at a time")
+        with LocalServerPool(Settings(cache_dir=tmp, llm_provider="local")) as server:
+            print(f"{server.count} local one-thread server(s), one question in flight per server")
             if args.bank_limit:
                 bank = load_dataset(ROOT / "datasets" / "bank")
                 items, rest = slice_of(bank, args.bank_limit, spread=True)
-                run_dataset("bank", bank, items, rest, versions, args.baseline, server.base_url, "t2s", lib, tmp)
+                run_dataset("bank", bank, items, rest, versions, args.baseline, server.base_urls, "t2s", lib, tmp)
             if args.spider is not None:
                 spider = load_dataset(args.spider)
                 items, rest = slice_of(spider, args.spider_limit, spread=True)
-                run_dataset("spider-sample", spider, items, rest, versions, args.baseline, server.base_url,
+                run_dataset("spider-sample", spider, items, rest, versions, args.baseline, server.base_urls,
                             "spider", lib, tmp)
 
 

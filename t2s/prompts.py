@@ -53,9 +53,13 @@ class ModelParams(BaseModel):
 class SchemaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    style: Literal["create_table", "compact"] = "create_table"
+    style: Literal["create_table", "compact", "ddl"] = Field(
+        "create_table", description="create_table: rendered from introspection, tables by name; compact: one line "
+                                    "per table; ddl: the database's own CREATE statements, in its own table order "
+                                    "(SQLite; other engines get create_table in database order).")
     include_keys: bool = True
     sample_values: int = Field(0, ge=0, le=20, description="Distinct example values shown per column.")
+    example_rows: int = Field(0, ge=0, le=10, description="First rows shown under each table (SELECT * … LIMIT n).")
     row_counts: bool = False
     max_tokens: int = Field(2000, ge=50, le=100_000, description="Budget; larger schemas are narrowed by retrieval.")
 
@@ -124,8 +128,11 @@ class PromptSpec(BaseModel):
 
     def canonical(self) -> dict[str, Any]:
         """The spec as JSON data. Settings added after versions were registered (``strategy``,
-        ``few_shot.selector``) are left out while at their defaults, so those versions keep their hash."""
+        ``few_shot.selector``, ``schema_context.example_rows``) are left out while at their defaults, so
+        those versions keep their hash."""
         data = self.model_dump(mode="json")
+        if not self.schema_context.example_rows:
+            data["schema_context"].pop("example_rows")
         if self.strategy == StrategySettings():
             data.pop("strategy")
         if self.few_shot.selector == "bm25":

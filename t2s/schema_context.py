@@ -32,6 +32,8 @@ class Column:
     primary_key: bool = False
     not_null: bool = False
     samples: tuple[Any, ...] = ()
+    #: Position in the primary key (1-based; 0: not part of it). A composite key has positions 1..n.
+    pk_position: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,15 @@ class Table:
     columns: tuple[Column, ...]
     foreign_keys: tuple[ForeignKey, ...] = ()
     row_count: int | None = None
+    #: The database's own CREATE statement (SQLite), when read.
+    ddl: str | None = None
+    #: The first rows (``SELECT * … LIMIT n``), when asked for.
+    example_rows: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclass(frozen=True)
 class DatabaseSchema:
+    #: In the database's own order (creation order on SQLite, the catalog's order elsewhere).
     tables: tuple[Table, ...]
     by_name: dict[str, Table] = field(init=False, repr=False, compare=False)
 
@@ -83,14 +90,14 @@ def _categorical(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return 0 < distinct <= SAMPLE_MAX_DISTINCT and (distinct < present or distinct <= SAMPLE_SMALL_TABLE)
 
 
-def _sqlite_schema(target: SqliteTarget, samples: int, row_counts: bool) -> DatabaseSchema:
+def _sqlite_schema(target: SqliteTarget, samples: int, row_counts: bool, example_rows: int) -> DatabaseSchema:
     conn = sqlite3.connect(f"file:{quote(str(target.path))}?mode=ro", uri=True)
     conn.text_factory = lambda b: b.decode(errors="ignore")
     try:
         tables = []
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type IN ('table','view') AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-        for name in names:
+        found = conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table','view') "
+                             "AND name NOT LIKE 'sqlite_%' ORDER BY rowid").fetchall()
+        for name, ddl in found:
             info = conn.execute("SELECT name, type, pk, \"notnull\" FROM pragma_table_info(?) ORDER BY cid",
                                 (name,)).fetchall()
             fks = tuple(ForeignKey(r[3], r[2], r[4] or "") for r in conn.execute(
@@ -104,20 +111,21 @@ def _sqlite_schema(target: SqliteTarget, samples: int, row_counts: bool) -> Data
                     vals = tuple(r[0] for r in conn.execute(
                         f"SELECT {_q(col)} FROM {_q(name)} WHERE {_q(col)} IS NOT NULL GROUP BY {_q(col)} "
                         f"ORDER BY COUNT(*) DESC, {_q(col)} LIMIT ?", (samples,)))
-                cols.append(Column(col, typ or "", bool(pk), bool(notnull), vals))
+                cols.append(Column(col, typ or "", bool(pk), bool(notnull), vals, int(pk or 0)))
             count = conn.execute(f"SELECT COUNT(*) FROM {_q(name)}").fetchone()[0] if row_counts else None
-            tables.append(Table(name, tuple(cols), fks, count))
+            rows = tuple(conn.execute(f"SELECT * FROM {_q(name)} LIMIT ?", (example_rows,))) if example_rows else ()
+            tables.append(Table(name, tuple(cols), fks, count, ddl, rows))
         return DatabaseSchema(tuple(tables))
     finally:
         conn.close()
 
 
-def _generic_schema(target: Target, samples: int, row_counts: bool) -> DatabaseSchema:
+def _generic_schema(target: Target, samples: int, row_counts: bool, example_rows: int) -> DatabaseSchema:
     by_table: dict[str, list[Column]] = {}
     for table, col, typ in target.columns():
         by_table.setdefault(table, []).append(Column(col, typ))
     tables = []
-    for name in sorted(by_table):
+    for name in by_table:
         cols = by_table[name]
         if samples:
             cols = [Column(c.name, c.type, c.primary_key, c.not_null, tuple(r[0] for r in target.execute(
@@ -126,19 +134,22 @@ def _generic_schema(target: Target, samples: int, row_counts: bool) -> DatabaseS
                 for c in cols]
         count = target.execute(f"SELECT COUNT(*) FROM {_q(name)}", timeout_s=60, max_rows=1).rows[0][0] \
             if row_counts else None
-        tables.append(Table(name, tuple(cols), (), count))
+        rows = tuple(tuple(r) for r in target.execute(f"SELECT * FROM {_q(name)} LIMIT {example_rows}", timeout_s=30,
+                                                      max_rows=example_rows).rows) if example_rows else ()
+        tables.append(Table(name, tuple(cols), (), count, None, rows))
     return DatabaseSchema(tuple(tables))
 
 
-def introspect(target: Target, samples: int = 0, row_counts: bool = False) -> DatabaseSchema:
-    return _introspect(target.fingerprint(), target, samples, row_counts)
+def introspect(target: Target, samples: int = 0, row_counts: bool = False, example_rows: int = 0) -> DatabaseSchema:
+    return _introspect(target.fingerprint(), target, samples, row_counts, example_rows)
 
 
 @lru_cache(maxsize=32)
-def _introspect(_fingerprint: str, target: Target, samples: int, row_counts: bool) -> DatabaseSchema:
+def _introspect(_fingerprint: str, target: Target, samples: int, row_counts: bool,
+                example_rows: int) -> DatabaseSchema:
     if isinstance(target, SqliteTarget):
-        return _sqlite_schema(target, samples, row_counts)
-    return _generic_schema(target, samples, row_counts)
+        return _sqlite_schema(target, samples, row_counts, example_rows)
+    return _generic_schema(target, samples, row_counts, example_rows)
 
 
 def _literal(value: Any) -> str:
@@ -148,8 +159,36 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    text = value if isinstance(value, str) else repr(value) if isinstance(value, bytes) else str(value)
+    text = " ".join(text.split())  # one row per line, whatever the value holds
+    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+
+
+def render_example_rows(table: Table) -> str:
+    """``/* n example rows: … */`` under a table: the header, then one tab-separated line per row."""
+    if not table.example_rows:
+        return ""
+    lines = [f"/*\n{len(table.example_rows)} example rows:", f"SELECT * FROM {table.name} LIMIT {len(table.example_rows)};",
+             "\t".join(c.name for c in table.columns)]
+    lines += ["\t".join(_cell(v) for v in row) for row in table.example_rows]
+    return "\n".join(lines).replace("*/", "* /") + "\n*/"
+
+
 def render_table(table: Table, settings: SchemaSettings) -> str:
+    rows = render_example_rows(table) if settings.example_rows else ""
+    if settings.style == "ddl" and table.ddl:
+        text = table.ddl.strip().rstrip(";") + ";"
+        return text + ("\n" + rows if rows else "")
+    text = _render_table(table, settings)
+    return text + ("\n" + rows if rows else "")
+
+
+def _render_table(table: Table, settings: SchemaSettings) -> str:
     fk_by_col = {fk.column: fk for fk in table.foreign_keys} if settings.include_keys else {}
+    composite = sum(1 for c in table.columns if c.pk_position) > 1
     if settings.style == "compact":
         parts = []
         for c in table.columns:
@@ -168,7 +207,7 @@ def render_table(table: Table, settings: SchemaSettings) -> str:
     for c in table.columns:
         line = f"  {c.name} {c.type}".rstrip()
         if settings.include_keys:
-            if c.primary_key:
+            if c.primary_key and not composite:
                 line += " PRIMARY KEY"
             if c.name in fk_by_col:
                 fk = fk_by_col[c.name]
@@ -178,6 +217,9 @@ def render_table(table: Table, settings: SchemaSettings) -> str:
         else:
             line += ","
         lines.append(line)
+    if settings.include_keys and composite:  # a key over several columns is one table constraint
+        key = sorted((c for c in table.columns if c.pk_position), key=lambda c: c.pk_position)
+        lines.append(f"  PRIMARY KEY ({', '.join(c.name for c in key)})")
     if lines:
         lines[-1] = lines[-1].replace(",  -- e.g.", "  -- e.g.", 1) if "  -- e.g." in lines[-1] else lines[-1].rstrip(",")
     tail = f"  -- {table.row_count} rows" if table.row_count is not None else ""
@@ -201,9 +243,11 @@ def rank_tables(schema: DatabaseSchema, question: str) -> list[str]:
 
 def build_schema_context(target: Target, settings: SchemaSettings, question: str = "") -> str:
     """The schema text for one question, within ``settings.max_tokens`` where at all possible."""
-    schema = introspect(target, settings.sample_values, settings.row_counts)
+    schema = introspect(target, settings.sample_values, settings.row_counts, settings.example_rows)
+    if settings.style != "ddl":  # ddl keeps the database's own table order
+        schema = DatabaseSchema(tuple(sorted(schema.tables, key=lambda t: t.name)))
     rendered = {t.name.lower(): render_table(t, settings) for t in schema.tables}
-    sep = "\n\n" if settings.style == "create_table" else "\n"
+    sep = "\n" if settings.style == "compact" else "\n\n"
     full = sep.join(rendered[t.name.lower()] for t in schema.tables)
     if estimate_tokens(full) <= settings.max_tokens or len(schema.tables) <= 1:
         return full

@@ -77,3 +77,75 @@ def test_budget_keeps_relevant_tables_and_their_key_neighbours(wide_db: Path) ->
     assert "CREATE TABLE sales" in text and "CREATE TABLE stores" in text  # the store FK neighbour came along
     assert "CREATE TABLE weather" not in text
     assert rank_tables(introspect(target), "rainfall by day")[0] == "weather"
+
+
+@pytest.fixture(scope="module")
+def keyed_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tables created out of alphabetical order, a composite key written in its own order, a hostile value."""
+    import sqlite3
+
+    path = tmp_path_factory.mktemp("keyed") / "keyed.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE singer ("Singer_ID" int, "Name" text, PRIMARY KEY ("Singer_ID"));
+        CREATE TABLE concert (concert_id INTEGER PRIMARY KEY, theme TEXT);
+        CREATE TABLE appearance (
+            singer_id INTEGER REFERENCES singer("Singer_ID"),
+            concert_id INTEGER REFERENCES concert(concert_id),
+            role TEXT,
+            PRIMARY KEY (concert_id, singer_id)
+        );
+    """)
+    conn.executemany("INSERT INTO singer VALUES (?, ?)",
+                     [(1, "Joe"), (2, "one\ntwo */ DROP TABLE singer"), (3, None),
+                      (4, "never shown")])
+    conn.executemany("INSERT INTO concert VALUES (?, ?)", [(1, "Free"), (2, "Love")])
+    conn.executemany("INSERT INTO appearance VALUES (?, ?, ?)", [(1, 1, "lead"), (2, 1, "choir")])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_a_composite_key_is_one_table_constraint_in_key_order(keyed_db: Path) -> None:
+    text = build_schema_context(SqliteTarget(keyed_db), SchemaSettings())
+    block = text[text.index("CREATE TABLE appearance"):].split(";")[0]
+    assert "  PRIMARY KEY (concert_id, singer_id)\n)" in block  # the key's order, not the columns'
+    assert block.count("PRIMARY KEY") == 1 and "singer_id INTEGER REFERENCES singer(Singer_ID)," in block
+    assert "concert_id INTEGER PRIMARY KEY" in text  # a one-column key stays on its column
+    # create_table orders tables by name, as every version before the ddl style renders them
+    assert text.index("TABLE appearance") < text.index("TABLE concert") < text.index("TABLE singer")
+
+
+def test_ddl_style_is_the_databases_own_text_in_its_order_with_example_rows(keyed_db: Path) -> None:
+    text = build_schema_context(SqliteTarget(keyed_db), SchemaSettings(style="ddl", example_rows=3))
+    assert text.startswith('CREATE TABLE singer ("Singer_ID" int, "Name" text, PRIMARY KEY ("Singer_ID"));\n/*\n'
+                           "3 example rows:\nSELECT * FROM singer LIMIT 3;\nSinger_ID\tName\n1\tJoe\n")
+    assert text.index("TABLE singer") < text.index("TABLE concert") < text.index("TABLE appearance")
+    assert "            PRIMARY KEY (concert_id, singer_id)\n        );" in text  # verbatim, as created
+    # A value cannot end the comment or break the one-row-per-line layout; NULL is spelled out; 3 rows only.
+    assert "2\tone two * / DROP TABLE singer\n3\tNULL\n*/" in text
+    assert "never shown" not in text and text.count("*/") == 3
+    assert "2 example rows:\nSELECT * FROM appearance LIMIT 2;\nsinger_id\tconcert_id\trole\n1\t1\tlead" in text
+    bare = build_schema_context(SqliteTarget(keyed_db), SchemaSettings(style="ddl"))
+    assert "example rows" not in bare and bare.count("CREATE TABLE") == 3
+
+
+def test_ddl_style_is_narrowed_to_the_budget_like_the_others(wide_db: Path) -> None:
+    settings = SchemaSettings(style="ddl", example_rows=2, max_tokens=120)
+    text = build_schema_context(SqliteTarget(wide_db), settings, "rainfall by day")
+    assert estimate_tokens(text) <= settings.max_tokens and "CREATE TABLE weather" in text
+    assert "CREATE TABLE sales" not in text
+
+
+def test_example_rows_on_an_engine_without_its_own_ddl(keyed_db: Path, tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    from t2s.execution import DuckdbTarget
+
+    path = tmp_path / "k.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE zebra (z INTEGER, label TEXT)")
+        conn.execute("INSERT INTO zebra VALUES (1, 'a'), (2, NULL)")
+        conn.execute("CREATE TABLE apple (a INTEGER)")
+    text = build_schema_context(DuckdbTarget(path), SchemaSettings(style="ddl", example_rows=3))
+    assert text.startswith("CREATE TABLE ")  # rendered from introspection: there is no stored DDL text
+    assert "2 example rows:\nSELECT * FROM zebra LIMIT 2;\nz\tlabel\n1\ta\n2\tNULL\n*/" in text
