@@ -221,7 +221,7 @@ class Service:
 
     def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, cap: int
              ) -> tuple[str, str | None, str, list[str] | None, list[list[Any]] | None, bool | None, bool]:
-        from t2s.guard import guard_select
+        from t2s.guard import guard_select, same_dialect
 
         try:
             gen = variant.generator.generate(question, pool.schema_target)
@@ -240,11 +240,14 @@ class Service:
             return outcome, gen.raw_text.strip() or None, detail, None, None, None, False
         sql = gen.sql
         assert sql is not None
-        try:
-            guard_select(sql, pool.dialect)  # the scorer's check again, in the engine's dialect
-        except SqlError as exc:
-            return ("guard_refused" if isinstance(exc, SqlRefused) else "sql_error"), sql, str(exc), \
-                None, None, None, False
+        if not same_dialect(variant.generator.spec.dialect, pool.dialect):
+            # The generator guarded the model's text (against this engine's allowlist); transpiled text is a
+            # new statement, so it is checked again. Untranspiled text is the very text already checked.
+            try:
+                guard_select(sql, pool.dialect, engine=pool.schema_target.engine)
+            except SqlError as exc:
+                return ("guard_refused" if isinstance(exc, SqlRefused) else "sql_error"), sql, str(exc), \
+                    None, None, None, False
         if not execute:
             return "ok", sql, "", None, None, None, False
         try:
