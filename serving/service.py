@@ -181,9 +181,9 @@ class Service:
         cache_key = (variant.name, database, question, execute)
         cached = circuit_open = False
         if breaker.allow():
-            outcome, sql, detail, columns, rows, truncated, llm_down = self._run(variant, pool, question, execute,
-                                                                                  cap)
-            if outcome == "llm_error":  # unreachable, timed out, or still failing after the client's retries
+            outcome, sql, detail, columns, rows, truncated, llm_down, refused = self._run(
+                variant, pool, question, execute, cap)
+            if outcome == "llm_error" and not refused:  # unreachable, timed out, or still failing after retries
                 breaker.failure()
             else:
                 breaker.success()
@@ -220,15 +220,18 @@ class Service:
                       breaker.retry_after_s() if llm_down else 0)
 
     def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, cap: int
-             ) -> tuple[str, str | None, str, list[str] | None, list[list[Any]] | None, bool | None, bool]:
+             ) -> tuple[str, str | None, str, list[str] | None, list[list[Any]] | None, bool | None, bool, bool]:
+        """(outcome, sql, detail, columns, rows, truncated, the endpoint is down, the provider refused this
+        request: an llm_error that is the request's fault and not counted by the breaker)."""
         from t2s.guard import guard_select, same_dialect
 
         try:
             gen = variant.generator.generate(question, pool.schema_target)
         except LLMError as exc:  # unreachable endpoint or rejected credentials
-            return "llm_error", None, str(exc), None, None, None, True
+            return "llm_error", None, str(exc), None, None, None, True, False
         except (SqlError, OSError) as exc:  # the schema could not be read: the database is down or gone
-            return "sql_error", None, f"database unavailable: {type(exc).__name__}: {exc}", None, None, None, False
+            return ("sql_error", None, f"database unavailable: {type(exc).__name__}: {exc}", None, None, None, False,
+                    False)
         if gen.error is not None:
             outcome = {"refused": "guard_refused", "llm_error": "llm_error"}.get(gen.error, "sql_error")
             detail = f"{gen.error}: {gen.detail}"
@@ -237,7 +240,7 @@ class Service:
                 if refusal:
                     outcome, detail = "guard_refused", f"refused: {refusal}"
             # the answer is kept for the record; it is never executed
-            return outcome, gen.raw_text.strip() or None, detail, None, None, None, False
+            return outcome, gen.raw_text.strip() or None, detail, None, None, None, False, gen.llm_refused
         sql = gen.sql
         assert sql is not None
         if not same_dialect(variant.generator.spec.dialect, pool.dialect):
@@ -247,17 +250,17 @@ class Service:
                 guard_select(sql, pool.dialect, engine=pool.schema_target.engine)
             except SqlError as exc:
                 return ("guard_refused" if isinstance(exc, SqlRefused) else "sql_error"), sql, str(exc), \
-                    None, None, None, False
+                    None, None, None, False, False
         if not execute:
-            return "ok", sql, "", None, None, None, False
+            return "ok", sql, "", None, None, None, False, False
         try:
             with pool.target() as target:
                 result = target.execute(sql, timeout_s=self.settings.query_timeout_s, max_rows=cap)
         except SqlTimeout as exc:
-            return "timeout", sql, str(exc), None, None, None, False
+            return "timeout", sql, str(exc), None, None, None, False, False
         except SqlRefused as exc:
-            return "guard_refused", sql, str(exc), None, None, None, False
+            return "guard_refused", sql, str(exc), None, None, None, False, False
         except SqlError as exc:
-            return "sql_error", sql, f"{exc.error_class}: {exc}", None, None, None, False
+            return "sql_error", sql, f"{exc.error_class}: {exc}", None, None, None, False, False
         rows = [[_jsonable(v) for v in row] for row in result.rows]
-        return ("ok" if rows else "empty"), sql, "", list(result.columns), rows, result.truncated, False
+        return ("ok" if rows else "empty"), sql, "", list(result.columns), rows, result.truncated, False, False

@@ -97,6 +97,11 @@ class LLMAuthError(LLMError):
     """The provider rejected the credentials (HTTP 401/403)."""
 
 
+class LLMRefused(LLMError):
+    """The provider refused this one request (a non-retryable 4xx: too long for the context, a content
+    filter…): the request's fault, not a sign that the endpoint is failing."""
+
+
 class SqlExtractionError(SqlError):
     """The model's answer contains no SQL query."""
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from t2s.datasets import GoldExample
-from t2s.errors import LLMAuthError, LLMError, LLMUnavailable, SqlError, SqlTimeout
+from t2s.errors import LLMAuthError, LLMError, LLMRefused, LLMUnavailable, SqlError, SqlTimeout
 from t2s.execution import Target
 from t2s.guard import guard_select, to_dialect
 from t2s.prompts import PromptSpec
@@ -61,6 +61,9 @@ class Generation:
     strategy: str = "single"
     model_calls: int = 1
     trace: dict[str, Any] | None = None  # StrategyTrace.as_dict() for strategies other than single
+    #: error ``llm_error`` because the provider refused this request (a 4xx such as context length), not
+    #: because the endpoint failed: serving's circuit breaker does not count it.
+    llm_refused: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +86,7 @@ class _Call:
     completion_tokens: int
     cached: bool
     model: str
+    refused: bool = False  # the provider refused the request (LLMRefused)
 
 
 class SqlGenerator:
@@ -160,7 +164,7 @@ class SqlGenerator:
             raise
         except LLMError as exc:
             return _Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
-                         getattr(self.llm, "model", ""))
+                         getattr(self.llm, "model", ""), isinstance(exc, LLMRefused))
         return self._candidate(completion, target)
 
     def _samples(self, messages: list[dict[str, str]], target: Target, n: int) -> list[_Call]:
@@ -176,7 +180,7 @@ class SqlGenerator:
             raise
         except LLMError as exc:
             return [_Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
-                          getattr(self.llm, "model", "")) for _ in range(n)]
+                          getattr(self.llm, "model", ""), isinstance(exc, LLMRefused)) for _ in range(n)]
         return [self._candidate(c, target) for c in completions]
 
     def _candidate(self, completion: Any, target: Target) -> _Call:
@@ -198,7 +202,7 @@ class SqlGenerator:
             c = self._call(messages, self._params(), target)
             return Generation(sql=c.sql, raw_text=c.text, error=c.error, detail=c.detail, latency_s=c.latency_s,
                               prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cached=c.cached,
-                              model=c.model, **base)
+                              model=c.model, llm_refused=c.refused, **base)
         return self._run_strategy(question, messages, target, base)
 
     # -- strategies
@@ -305,5 +309,6 @@ class SqlGenerator:
             sql=chosen.sql, raw_text=raw, error=gen_error, detail="" if chosen.sql is not None else chosen.detail,
             latency_s=time.perf_counter() - start, prompt_tokens=sum(c.prompt_tokens for c in calls),
             completion_tokens=sum(c.completion_tokens for c in calls), cached=all(c.cached for c in calls),
-            model=calls[-1].model, strategy=st.summary(), model_calls=len(calls), trace=trace.as_dict(), **base)
+            model=calls[-1].model, strategy=st.summary(), model_calls=len(calls), trace=trace.as_dict(),
+            llm_refused=gen_error == "llm_error" and calls[trace.chosen].refused, **base)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from t2s.errors import ConfigError, LLMAuthError, LLMError, LLMUnavailable
+from t2s.errors import ConfigError, LLMAuthError, LLMError, LLMRefused, LLMUnavailable
 
 if TYPE_CHECKING:
     import openai
@@ -506,7 +506,7 @@ class LLMClient:
                         f"{self.key_source}: set a valid key in T2S_LLM_API_KEY (or T2S_LLM_API_KEY_FILE)"
                         + (" and check the deployment's access" if status == 403 else "")) from None
                 if status not in RETRYABLE_STATUS and status < 500:
-                    raise LLMError(f"{self.where} refused the request: HTTP {status}: {message}") from None
+                    raise LLMRefused(f"{self.where} refused the request: HTTP {status}: {message}") from None
                 if attempts > self.max_retries:
                     raise LLMError(f"{self.where} kept failing: HTTP {status} after {attempts} attempt(s): "
                                    f"{message}") from None

@@ -241,15 +241,26 @@ def rank_tables(schema: DatabaseSchema, question: str) -> list[str]:
     return bm25_rank([t.name.lower() for t in schema.tables], [_table_document(t) for t in schema.tables], question)
 
 
-def build_schema_context(target: Target, settings: SchemaSettings, question: str = "") -> str:
-    """The schema text for one question, within ``settings.max_tokens`` where at all possible."""
+@lru_cache(maxsize=64)
+def _rendered(_fingerprint: str, target: Target, settings_json: str
+              ) -> tuple[DatabaseSchema, dict[str, str], str, str | None]:
+    """(schema in rendering order, each table's text, separator, the whole text if it fits the budget):
+    rendered once per database content and settings, not once per question."""
+    settings = SchemaSettings.model_validate_json(settings_json)
     schema = introspect(target, settings.sample_values, settings.row_counts, settings.example_rows)
     if settings.style != "ddl":  # ddl keeps the database's own table order
         schema = DatabaseSchema(tuple(sorted(schema.tables, key=lambda t: t.name)))
     rendered = {t.name.lower(): render_table(t, settings) for t in schema.tables}
     sep = "\n" if settings.style == "compact" else "\n\n"
     full = sep.join(rendered[t.name.lower()] for t in schema.tables)
-    if estimate_tokens(full) <= settings.max_tokens or len(schema.tables) <= 1:
+    fits = estimate_tokens(full) <= settings.max_tokens or len(schema.tables) <= 1
+    return schema, rendered, sep, full if fits else None
+
+
+def build_schema_context(target: Target, settings: SchemaSettings, question: str = "") -> str:
+    """The schema text for one question, within ``settings.max_tokens`` where at all possible."""
+    schema, rendered, sep, full = _rendered(target.fingerprint(), target, settings.model_dump_json())
+    if full is not None:
         return full
     chosen: list[str] = []
     used = 0

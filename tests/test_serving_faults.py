@@ -98,6 +98,28 @@ def test_circuit_opens_serves_cached_answers_probes_and_closes(settings: Any, fa
         assert any((r["detail"] or "").startswith("cached answer") for r in stored)
 
 
+def test_requests_the_provider_refuses_do_not_open_the_circuit(settings: Any, fake: FakeOpenAI) -> None:
+    """A stranger whose questions the provider refuses (too long for the context, a content filter: HTTP
+    400) gets llm_error for those questions; the endpoint is healthy, so the circuit stays closed for all."""
+    def refusing(body: dict[str, Any]) -> Reply:
+        if "overflow" in body["messages"][-1]["content"]:
+            return Reply(status=400, error="This model's maximum context length is 4096 tokens")
+        return hostile_answer(body)
+
+    fake.responder = refusing
+    with TestClient(create_app(settings.model_copy(update={"serve_metrics": "none"}))) as c:
+        refused = [ask(c, f"overflow {uuid.uuid4()}", user_id="mallory") for _ in range(5)]  # threshold is 2
+        assert [r.status_code for r in refused] == [200] * 5
+        assert {r.json()["outcome"] for r in refused} == {"llm_error"}
+        assert "maximum context length" in refused[0].json()["detail"]
+        assert [v["state"] for v in c.get("/health/ready").json()["circuits"].values()] == ["closed"]
+        other = ask(c, f"How many customers are there? {uuid.uuid4()}", user_id="ann")
+        assert other.status_code == 200 and other.json()["outcome"] == "ok" and other.json()["cached"] is False
+        fake.responder = lambda body: Reply(status=500, error="model crashed")  # a failing endpoint still counts
+        assert [ask(c, f"Q {uuid.uuid4()}").json()["outcome"] for _ in range(2)] == ["llm_error", "llm_error"]
+        assert [v["state"] for v in c.get("/health/ready").json()["circuits"].values()] == ["open"]
+
+
 def test_slow_model_is_cut_at_the_client_timeout(settings: Any, fake: FakeOpenAI) -> None:
     fake.responder = lambda body: Reply(content="SELECT 1", delay=3.0)
     with TestClient(create_app(settings)) as c:
