@@ -57,8 +57,10 @@ class Table:
 
 @dataclass(frozen=True)
 class DatabaseSchema:
-    #: In the database's own order (creation order on SQLite, the catalog's order elsewhere).
+    #: By name (what every caller and the ``create_table``/``compact`` renderings have always seen).
     tables: tuple[Table, ...]
+    #: Table names in the database's own order (creation order on SQLite, the catalog's elsewhere).
+    own_order: tuple[str, ...] = ()
     by_name: dict[str, Table] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,7 +117,7 @@ def _sqlite_schema(target: SqliteTarget, samples: int, row_counts: bool, example
             count = conn.execute(f"SELECT COUNT(*) FROM {_q(name)}").fetchone()[0] if row_counts else None
             rows = tuple(conn.execute(f"SELECT * FROM {_q(name)} LIMIT ?", (example_rows,))) if example_rows else ()
             tables.append(Table(name, tuple(cols), fks, count, ddl, rows))
-        return DatabaseSchema(tuple(tables))
+        return DatabaseSchema(tuple(sorted(tables, key=lambda t: t.name)), tuple(t.name for t in tables))
     finally:
         conn.close()
 
@@ -137,7 +139,7 @@ def _generic_schema(target: Target, samples: int, row_counts: bool, example_rows
         rows = tuple(tuple(r) for r in target.execute(f"SELECT * FROM {_q(name)} LIMIT {example_rows}", timeout_s=30,
                                                       max_rows=example_rows).rows) if example_rows else ()
         tables.append(Table(name, tuple(cols), (), count, None, rows))
-    return DatabaseSchema(tuple(tables))
+    return DatabaseSchema(tuple(sorted(tables, key=lambda t: t.name)), tuple(t.name for t in tables))
 
 
 def introspect(target: Target, samples: int = 0, row_counts: bool = False, example_rows: int = 0) -> DatabaseSchema:
@@ -248,8 +250,8 @@ def _rendered(_fingerprint: str, target: Target, settings_json: str
     rendered once per database content and settings, not once per question."""
     settings = SchemaSettings.model_validate_json(settings_json)
     schema = introspect(target, settings.sample_values, settings.row_counts, settings.example_rows)
-    if settings.style != "ddl":  # ddl keeps the database's own table order
-        schema = DatabaseSchema(tuple(sorted(schema.tables, key=lambda t: t.name)))
+    if settings.style == "ddl" and schema.own_order:  # ddl keeps the database's own table order
+        schema = DatabaseSchema(tuple(schema.by_name[n.lower()] for n in schema.own_order), schema.own_order)
     rendered = {t.name.lower(): render_table(t, settings) for t in schema.tables}
     sep = "\n" if settings.style == "compact" else "\n\n"
     full = sep.join(rendered[t.name.lower()] for t in schema.tables)
