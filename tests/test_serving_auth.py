@@ -147,8 +147,15 @@ def test_roles_for_tokens_and_api_keys(client: TestClient, keys: dict[str, Any],
     assert client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
     assert client.get("/v1/experiments/ab/report").status_code == 401
     assert client.get("/health").status_code == 200  # probes need no credentials
-    ready = client.get("/health/ready").json()
+    ready = client.get("/health/ready", headers=admin).json()
     assert ready["auth"]["status"] == "ok" and "jwt" in ready["auth"]["detail"]
+    assert any("127.0.0.1" in where for where in ready["model_endpoints"])
+    for headers in ({}, caller, {"X-API-Key": "forged"}, {"Authorization": "Bearer not-a-token"}):
+        probe = client.get("/health/ready", headers=headers)  # a probe without admin rights: statuses only
+        assert probe.status_code == 200 and probe.json()["status"] == ready["status"]
+        assert "127.0.0.1" not in probe.text and "jwt" not in probe.text and probe.json()["metrics"] == {}
+        assert probe.json()["auth"] == {"status": "ok", "detail": None}
+        assert list(probe.json()["model_endpoints"]) == ["endpoint-1"]
     logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
     principals = {line.get("principal") for line in logged}
     assert {"jwt:user-123", "key:etl", "key:ops"} <= principals

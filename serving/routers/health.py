@@ -92,11 +92,47 @@ def readiness(service: Service, app_state: Any = None) -> ReadyPublic:
                        metrics=metrics or {})
 
 
+def _sees_details(request: Request) -> bool:
+    """Whether this probe may see endpoint addresses, error text and versions: always without auth
+    (loopback development), else only with admin credentials. A bad credential gets the anonymous view."""
+    auth = request.app.state.auth
+    if not auth.required:
+        return True
+    header = request.headers.get("authorization") or ""
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    key = request.headers.get("x-api-key")
+    if not token and not key:
+        return False
+    try:
+        return bool(auth.authenticate(token, key, request.client.host if request.client else "unknown").role
+                    == "admin")
+    except Exception:  # unauthenticated, or the key set cannot be fetched: a probe still gets its status
+        return False
+
+
+def redacted(result: ReadyPublic) -> ReadyPublic:
+    """What an anonymous probe sees: every status, no detail (model URLs, error text, versions, metrics)."""
+    def bare(check: CheckPublic | None) -> CheckPublic | None:
+        return None if check is None else CheckPublic(status=check.status)
+
+    return ReadyPublic(
+        status=result.status, registry=bare(result.registry),  # type: ignore[arg-type]
+        model_endpoints={f"endpoint-{i}": bare(c) for i, c in enumerate(result.model_endpoints.values(), 1)},  # type: ignore[misc]
+        databases={name: bare(c) for name, c in result.databases.items()},  # type: ignore[misc]
+        store=bare(result.store), experiment=result.experiment,  # type: ignore[arg-type]
+        variants={name: {"loaded": v["loaded"]} for name, v in result.variants.items()},
+        rate_limits=bare(result.rate_limits), auth=bare(result.auth),
+        circuits={f"endpoint-{i}": {"state": c.get("state")} for i, c in enumerate(result.circuits.values(), 1)})
+
+
 @router.get("/health/ready", response_model=ReadyPublic, responses={503: {"model": ReadyPublic}})
 async def ready(request: Request, service: ServiceDep, limiter: LimiterDep) -> Any:
     """Registry, model endpoints, databases, store, rate-limit storage, model circuits and metric sinks
-    (buffered and dropped datums), each with its status. 503 when nothing can be served."""
+    (buffered and dropped datums), each with its status. 503 when nothing can be served. With auth on,
+    details (model URLs, error text, versions, metric counters) only for admin credentials."""
     result = await to_thread.run_sync(readiness, service, request.app.state, limiter=limiter)
+    if not _sees_details(request):
+        result = redacted(result)
     if result.status == "not_ready":
         return JSONResponse(result.model_dump(mode="json"), status_code=503)
     return result
