@@ -2,13 +2,14 @@
 
 Everything runs on loopback: a real MLflow registry in a temp dir with a ``t2s-generator@champion`` bundle
 on the ``bank`` database (built into the temp dir with ``pipelines.build_bank``), a scripted
-OpenAI-compatible model (``tests/fakes.py``), and the app under ``uvicorn`` in its own process, driven by
-an asyncio ``httpx`` client with N concurrent clients.
+OpenAI-compatible model (asyncio, its own process), and the app under ``uvicorn`` in its own process, driven
+by N concurrent asyncio HTTP/1.1 keep-alive clients.
 
 1. **overhead**: completions answered from the completion cache (warmed first), ``execute=true`` on
    ``bank``; requests/s and p50/p99, and the same for a bare FastAPI echo endpoint served the same way,
    as a ratio.
-2. **slow model**: the model answers in a fixed 1 s; 100 concurrent users: p95 (target ≤ 1.3 s), errors.
+2. **slow model**: the model answers in a fixed 1 s; 100 concurrent users: p95 (target ≤ 1.3 s), errors;
+   and the same burst sent straight to the model through the ``openai`` client (no app): the box's floor.
 3. **soak**: ``--soak-s`` seconds at 100 clients, each request followed by a feedback label; 5xx count,
    and the rows persisted in the store compared with the requests and labels the clients saw succeed.
 4. **production layers**: the added cost per request (µs) of auth (API key, JWT), the rate limit (memory,
@@ -29,13 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes import FakeOpenAI, Reply  # noqa: E402
 from tests.serving_support import free_port, start_uvicorn  # noqa: E402
 
 BANK_QUESTIONS = ["How many branches are there?", "How many customers are there?",
@@ -182,21 +183,69 @@ SQL = {"How many branches are there?": "SELECT COUNT(*) FROM branches",
 
 
 def model_server() -> int:
-    """The scripted model in its own process (so it does not share a GIL with the load generator):
-    questions marked ``#slow`` are answered after 1 s, the others at once."""
-    def respond(body: dict) -> Reply:
-        question = body["messages"][-1]["content"].rsplit("Question: ", 1)[-1].strip()
-        return Reply(content=SQL.get(question.split(" #")[0], "SELECT COUNT(*) FROM branches"),
-                     delay=1.0 if "#slow" in question else 0.0)
+    """The scripted model in its own process (so it does not share a GIL with the load generator), on
+    asyncio: no thread per request, so 100 requests waiting out their second cost the shared cores
+    nothing. Questions marked ``#slow`` are answered after 1 s, the others at once."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # HTTP/1.1 keep-alive: one request after another on the connection
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                length = next((int(v) for k, _, v in (ln.partition(":") for ln in head[1:])
+                               if k.lower() == "content-length"), 0)
+                raw = await reader.readexactly(length) if length else b""
+                if head[0].startswith("GET"):
+                    payload: dict[str, Any] = {"object": "list", "data": [{"id": "scripted", "object": "model"}]}
+                else:
+                    body = json.loads(raw)
+                    question = body["messages"][-1]["content"].rsplit("Question: ", 1)[-1].strip()
+                    if "#slow" in question:
+                        await asyncio.sleep(1.0)
+                    content = SQL.get(question.split(" #")[0], "SELECT COUNT(*) FROM branches")
+                    payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                               "model": body.get("model", "?"),
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": content}}],
+                               "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+                data = json.dumps(payload).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(data)).encode() + b"\r\n\r\n" + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
 
-    import http.server
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+        print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
+        await server.serve_forever()
 
-    http.server.ThreadingHTTPServer.request_queue_size = 512  # the default backlog of 5 refuses a burst of 100
-    fake = FakeOpenAI()
-    fake.responder = respond
-    print(fake.url, flush=True)
-    while True:
-        time.sleep(3600)
+    asyncio.run(serve())
+    return 0
+
+
+def client_floor(model_url: str, clients: int, requests: int) -> dict[str, Any]:
+    """The same burst sent straight to the scripted model through the ``openai`` client from ``clients``
+    threads, no app in between: what this box's client, stand-in and scheduler alone cost at the tail."""
+    import openai
+
+    client = openai.OpenAI(base_url=model_url, api_key="sk-no-key-required", max_retries=0,
+                           http_client=openai.DefaultHttpxClient(trust_env=False))
+
+    def one(i: int) -> float:
+        start = time.perf_counter()
+        client.chat.completions.create(model="scripted", messages=[
+            {"role": "user", "content": f"Question: {BANK_QUESTIONS[i % 4]} #slow{i}"}])
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    q = statistics.quantiles(latencies, n=100)
+    client.close()
+    return {"requests": requests, "rps": requests / wall, "p50": q[49], "p95": q[94], "p99": q[98], "errors": 0,
+            "statuses": {}}
 
 
 def layers_run(args: argparse.Namespace, env: dict[str, str], root: Path, port: int) -> None:
@@ -285,6 +334,9 @@ def main() -> int:
             slow_run = asyncio.run(drive(port, args.clients, args.slow_requests, None, unique, user_prefix="s"))
             print(f"1 s model, {args.clients} concurrent users: {fmt(slow_run)} "
                   "(target p95 <= 1.3 s, 0 errors)")
+            floor = client_floor(model_url, args.clients, args.slow_requests)
+            print(f"  the same burst from {args.clients} threads straight to the model (openai client, no app): "
+                  f"{fmt(floor)}; the app adds {1000 * (slow_run['p95'] - floor['p95']):.0f} ms at p95")
 
             if args.soak_s > 0:
                 from serving.store import Store
