@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -48,6 +49,12 @@ RETRY_AFTER_CAP_S = 120.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 #: Providers whose chat API answers ``n`` choices in one request (see :meth:`LLMClient.complete_samples`).
 N_PROVIDERS = frozenset({"openai", "azure"})
+#: Requests in flight per underlying connection pool. httpcore scans every connection of its pool on each
+#: request under the GIL, so one pool serving 100 requests at once costs O(n²) per burst (a serving profile
+#: at 100 concurrent users showed 15% of the process's GIL time there); a client with ``concurrency`` above
+#: this keeps ``concurrency / POOL_SHARD`` pools (at most ``MAX_POOL_SHARDS``), one per calling thread.
+POOL_SHARD = 16
+MAX_POOL_SHARDS = 16
 #: Key sent to servers that need none (the local llama.cpp server, most compatible servers).
 DUMMY_API_KEY = "sk-no-key-required"
 
@@ -332,6 +339,9 @@ class LLMClient:
         self._client_lock = threading.Lock()
         self._client: openai.OpenAI | None = None
         self._endpoints: _Endpoints | None = None
+        self._shards: list[openai.OpenAI] = []
+        self._shard_counter = itertools.count()
+        self._thread = threading.local()
         #: The :class:`t2s.local_llm.LocalServerPool` behind this client, when client_for started one.
         self.local_server: Any = None
         if not callable(base_url):
@@ -360,18 +370,24 @@ class LLMClient:
             if self._client is None:
                 found = self._base_url() if callable(self._base_url) else self._base_url
                 urls = [found] if found is None or isinstance(found, str) else list(found)
-                if self.provider == "azure":
-                    self._client = openai.AzureOpenAI(
-                        azure_endpoint=self._azure[0], api_version=self._azure[1], api_key=self._api_key,
-                        timeout=self.timeout_s, max_retries=0, http_client=self._http_client(self._azure[0]))
+                if len(urls) > 1:  # several one-request-at-a-time servers (the local pool)
+                    self._endpoints = _Endpoints([self._build(url) for url in urls])
+                    self._client = self._endpoints.clients[0]
                 else:
-                    clients = [openai.OpenAI(base_url=url, api_key=self._api_key, timeout=self.timeout_s,
-                                             max_retries=0, http_client=self._http_client(url))
-                               for url in urls]
-                    if len(clients) > 1:
-                        self._endpoints = _Endpoints(clients)
-                    self._client = clients[0]
+                    shards = max(1, min(MAX_POOL_SHARDS, -(-self.concurrency // POOL_SHARD)))
+                    self._shards = [self._build(urls[0]) for _ in range(shards)]
+                    self._client = self._shards[0]
             return self._client
+
+    def _build(self, url: str | None) -> openai.OpenAI:
+        import openai
+
+        if self.provider == "azure":
+            return openai.AzureOpenAI(
+                azure_endpoint=self._azure[0], api_version=self._azure[1], api_key=self._api_key,
+                timeout=self.timeout_s, max_retries=0, http_client=self._http_client(self._azure[0]))
+        return openai.OpenAI(base_url=url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0,
+                             http_client=self._http_client(url))
 
     @staticmethod
     def _http_client(url: str | None) -> Any:
@@ -382,10 +398,13 @@ class LLMClient:
 
     @contextlib.contextmanager
     def _endpoint(self) -> Any:
-        """The openai client for one request: the only one, or a free one of several endpoints."""
-        client = self._openai()
+        """The openai client for one request: the calling thread's shard, or a free one of several endpoints."""
+        self._openai()
         if self._endpoints is None:
-            yield client
+            index = getattr(self._thread, "shard", None)
+            if index is None:  # each thread keeps one connection pool
+                index = self._thread.shard = next(self._shard_counter) % len(self._shards)
+            yield self._shards[index]
         else:
             with self._endpoints.take() as taken:
                 yield taken
@@ -437,7 +456,7 @@ class LLMClient:
         return _KEYLIKE.sub("***", text)
 
     def close(self) -> None:
-        for client in self._endpoints.clients if self._endpoints else [self._client] if self._client else []:
+        for client in self._endpoints.clients if self._endpoints else self._shards:
             client.close()
         self.cache.close()
 

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     serve_metrics_flush_s: float = Field(10.0, gt=0, description="How often PutMetricData batches are sent.")
     serve_cloudwatch_endpoint: str | None = Field(None, description="CloudWatch endpoint URL override (tests, VPC endpoints).")
     serve_log_content: bool = Field(False, description="Put questions and SQL into the request log lines.")
+    serve_otel: bool = Field(
+        False, description="FastAPI's native OpenTelemetry spans, metrics and logs through the globally configured "
+                            "providers (e.g. the AWS Distro for OpenTelemetry); off, no provider lookup per request.")
     serve_log_format: Literal["json", "text"] = Field("json", description="Request log lines as JSON or plain text.")
     serve_breaker_failures: int = Field(5, ge=1, description="Consecutive model failures that open the circuit.")
     serve_breaker_reset_s: float = Field(30.0, gt=0, description="How long the circuit stays open before one probe.")

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from t2s.errors import ConfigError, LLMAuthError, LLMError, LLMUnavailable
+from t2s.errors import ConfigError, LLMAuthError, LLMError, LLMRefused, LLMUnavailable
 from t2s.llm import (
     ChatParams,
     CompletionCache,
@@ -126,7 +126,7 @@ def test_other_4xx_is_an_error_with_status_and_provider_message(fake: FakeOpenAI
     sleeps: list[float] = []
     with pytest.raises(LLMError, match="HTTP 400: context length exceeded") as info:
         client_for_test(tmp_path, fake.url, sleeps).complete(ASK)
-    assert type(info.value) is LLMError
+    assert type(info.value) is LLMRefused  # the request's fault: serving's circuit breaker does not count it
     assert len(fake.requests) == 1 and sleeps == []
 
 

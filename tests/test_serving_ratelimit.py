@@ -22,7 +22,9 @@ from tests.serving_support import (
     write_experiment,
 )
 
-KEYS = {"ann": ("t2s_ann-key-0123456789", "caller"), "bob": ("t2s_bob-key-0123456789", "caller")}
+KEYS = {"ann": ("t2s_ann-key-0123456789", "caller"), "bob": ("t2s_bob-key-0123456789", "caller"),
+        "ops": ("t2s_ops-key-0123456789", "admin")}
+ADMIN = {"X-API-Key": KEYS["ops"][0]}  # /health/ready shows details to admins only
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_limit_is_per_principal_and_per_scope_with_retry_after(registry: dict[st
         assert 1 <= int(r.headers["retry-after"]) <= 60
         assert ask(c, "bob").status_code == 200  # another principal has its own budget
         assert ask(c, "ann", "/v1/feedback").status_code == 404  # feedback counts against the other limit
-        ready = c.get("/health/ready").json()
+        ready = c.get("/health/ready", headers=ADMIN).json()
         assert ready["rate_limits"] == {"status": "ok", "detail": "memory: per process"}
 
 
@@ -64,7 +66,7 @@ def test_two_replicas_share_one_limit_in_redis(registry: dict[str, Any], tmp_pat
         codes = [ask(client, "ann").status_code for client in (a, b, a, b)]
         assert codes == [200, 200, 200, 429]  # 3/minute in total, not per replica
         assert ask(a, "ann").status_code == 429 and ask(b, "bob").status_code == 200
-        ready = a.get("/health/ready").json()
+        ready = a.get("/health/ready", headers=ADMIN).json()
         assert ready["rate_limits"]["status"] == "ok" and ready["rate_limits"]["detail"].startswith("redis")
 
 
@@ -81,7 +83,7 @@ def test_redis_down_falls_back_to_local_limits_or_closes(registry: dict[str, Any
         codes = [ask(c, "bob").status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]  # still served, still limited (per process)
         assert time.perf_counter() - start < 5
-        ready = c.get("/health/ready").json()
+        ready = c.get("/health/ready", headers=ADMIN).json()
         assert ready["status"] == "degraded" and ready["rate_limits"]["status"] == "degraded"
         assert "Redis unreachable" in ready["rate_limits"]["detail"]
         r = ask(strict, "ann")
