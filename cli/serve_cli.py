@@ -57,9 +57,14 @@ def serve(
 
         check_exposure(settings, h)  # no auth on a reachable address only when forced
         os.environ["T2S_SERVE_HOST"] = h  # the workers' own check sees the address actually bound
+        n_workers = workers or settings.serve_workers
+        if settings.llm_provider == "local" and not settings.local_llm_servers and n_workers > 1:
+            # each worker runs its own local model servers: share the cores instead of one per core each
+            from t2s.local_llm import server_count
+
+            os.environ["T2S_LOCAL_LLM_SERVERS"] = str(max(1, server_count(settings) // n_workers))
         console.print(f"serving on http://{h}:{p}  (docs: http://{h}:{p}/docs)")
-    uvicorn.run("serving.app:app_from_env", factory=True, host=h, port=p,
-                workers=workers or settings.serve_workers, log_level="info")
+    uvicorn.run("serving.app:app_from_env", factory=True, host=h, port=p, workers=n_workers, log_level="info")
 
 
 def _store_and_experiment():  # type: ignore[no-untyped-def]

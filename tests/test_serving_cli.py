@@ -44,6 +44,35 @@ def test_serve_without_a_champion_names_the_command(tmp_path: Path, monkeypatch:
     assert "no alias @champion" in result.output and "make demo" in result.output
 
 
+@pytest.mark.parametrize(("workers", "servers", "expected"), [(2, "", "1"), (1, "", None), (2, "3", "3")])
+def test_serve_divides_the_cores_among_workers_for_the_local_model(
+        workers: int, servers: str, expected: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    import cli.serve_cli as serve_cli
+    import t2s.local_llm as local_llm
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(serve_cli, "_check_registry", lambda: [])
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.update(kw))
+    monkeypatch.setattr(local_llm.os, "sched_getaffinity", lambda _pid: {0, 1})  # a 2-core machine
+    monkeypatch.setenv("T2S_LLM_PROVIDER", "local")
+    monkeypatch.setenv("T2S_SERVE_HOST", "127.0.0.1")
+    monkeypatch.delenv("T2S_LOCAL_LLM_SERVERS", raising=False)
+    if servers:
+        monkeypatch.setenv("T2S_LOCAL_LLM_SERVERS", servers)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(cli_app, ["serve", "--port", "1", "--workers", str(workers)], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert ran["workers"] == workers
+        assert os.environ.get("T2S_LOCAL_LLM_SERVERS") == (expected or None)  # the workers read it at start
+    finally:
+        if not servers:
+            os.environ.pop("T2S_LOCAL_LLM_SERVERS", None)  # set by the command itself, not by monkeypatch
+        get_settings.cache_clear()
+
+
 def test_experiments_stop_and_feedback_export_validate(registry: dict[str, Any], tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     store_url = f"sqlite:///{tmp_path / 's.db'}"
