@@ -78,7 +78,8 @@ def main() -> None:
             spec2 = lib.get(args.prompt_name, 2).spec
             questions = [ex.question for ex in ds.examples[: args.throughput_questions]]
             print(f"\n(1) throughput, prompt {spec2.ref}, {len(questions)} questions, no cache:")
-            one = [throughput(settings, server.base_url, spec2, target, questions, w) for w in (1, 4)][0]
+            one = throughput(settings, server.base_url, spec2, target, questions, 1)
+            throughput(settings, server.base_url, spec2, target, questions, 4)
             print("  (a server answers one request at a time: at concurrency 4 calls queue, so per-call latency "
                   "grows while throughput stays flat)")
             with LocalServerPool(settings) as pool:

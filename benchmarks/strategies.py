@@ -74,9 +74,9 @@ def run_dataset(label: str, ds: Dataset, items: list[GoldExample], rest: list[Go
         with ThreadPoolExecutor(len(base_url)) as threads:
             first = ordered[0].db_id  # warm each server's prompt prefix with questions outside the slice
             warm_q = [ex.question for ex in rest if ex.db_id == first][: len(base_url)] or ["How many rows?"]
-            list(threads.map(lambda q: warm.generate(q, targets[first]), warm_q))
+            list(threads.map(lambda q, w=warm, t=targets[first]: w.generate(q, t), warm_q))
             start = time.perf_counter()
-            gens = list(threads.map(lambda ex: gen.generate(ex.question, targets[ex.db_id], question_id=ex.id),
+            gens = list(threads.map(lambda ex, g=gen: g.generate(ex.question, targets[ex.db_id], question_id=ex.id),
                                     ordered))
         wall = (time.perf_counter() - start) / len(gens)
         scored = score_dataset(subset, {g.question_id: g.sql for g in gens},  # type: ignore[misc]

@@ -364,8 +364,6 @@ class LLMClient:
     def _openai(self) -> openai.OpenAI:
         if self._client is not None:
             return self._client
-        import openai
-
         with self._client_lock:
             if self._client is None:
                 found = self._base_url() if callable(self._base_url) else self._base_url
