@@ -304,6 +304,12 @@ class _Endpoints:
                 self._last.index = index
                 self._cond.notify()
 
+    def move_on(self) -> None:
+        """The calling thread's next request prefers the endpoint after the one it used last."""
+        last = getattr(self._last, "index", None)
+        if last is not None:
+            self._last.index = (last + 1) % len(self.clients)
+
 
 class LLMClient:
     """Chat completions with retries, a concurrency bound and a completion cache.
@@ -501,6 +507,7 @@ class LLMClient:
 
         self._openai()
         attempts = 0
+        client: Any = None
         # Our own retry loop, not the openai client's (built with max_retries=0). openai 2.x does honour
         # Retry-After / retry-after-ms and jitters its backoff, but (read in openai/_base_client.py):
         # - it sleeps inside ``create()``, i.e. while holding one of our ``llm_concurrency`` slots: a
@@ -530,12 +537,15 @@ class LLMClient:
                 delay = retry_after_seconds(exc.response.headers)
                 delay = backoff_delay(attempts) if delay is None else min(delay, RETRY_AFTER_CAP_S)
             except openai.APIConnectionError as exc:  # includes APITimeoutError
+                if self._endpoints is not None:
+                    self._endpoints.move_on()  # one of several servers is gone or stuck: retry on another
                 if attempts > self.max_retries:
                     what = (f"timed out after {self.timeout_s:g} s" if isinstance(exc, openai.APITimeoutError)
                             else "cannot be reached")
                     cause = exc.__cause__ or exc
+                    url = str(getattr(client, "base_url", self.base_url)).rstrip("/")  # the one that failed
                     raise LLMUnavailable(
-                        f"the LLM endpoint {self.base_url} ({self.provider}) {what} after {attempts} "
+                        f"the LLM endpoint {url} ({self.provider}) {what} after {attempts} "
                         f"attempt(s): {type(cause).__name__}: {self._redact(str(cause)) or 'no detail'}"
                     ) from None
                 delay = backoff_delay(attempts)

@@ -6,6 +6,7 @@ Only the real ``openai`` client code runs here: nothing of it is mocked. Each te
 from __future__ import annotations
 
 import email.utils
+import socket
 import sqlite3
 import threading
 import time
@@ -330,3 +331,17 @@ def test_module_stays_light() -> None:
             "print([m for m in ('mlflow', 'llama_index', 'great_expectations', 'llama_cpp') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_dead_endpoint_among_several_is_skipped_on_retry(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """Local servers run one per core; one that died must not fail the requests of the thread that used it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # closed again before use: nothing listens
+    sleeps: list[float] = []
+    client = LLMClient(provider="compatible", model="m", base_url=[dead, fake.url], api_key="k", max_retries=2,
+                       sleep=sleeps.append)
+    answers = [client.complete(ASK, ChatParams(seed=i)) for i in range(4)]
+    assert all(a.text for a in answers) and len(fake.requests) == 4
+    assert answers[0].attempts == 2 and all(a.attempts == 1 for a in answers[1:])  # then it stays on the live one
+    assert len(sleeps) == 1
