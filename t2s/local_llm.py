@@ -298,14 +298,18 @@ class LocalServer:
     def start(self) -> LocalServer:
         if self._proc is not None:
             return self
+        self._preflight()
+        self._spawn()
+        return self._until_ready()
+
+    def _preflight(self) -> None:
+        """Clear errors for what the server process would otherwise die of."""
         if not llama_cpp_installed():
             raise LLMError(f"the local LLM server (llama-cpp-python) is not installed: {_INSTALL_HINT}")
         if not self.model.is_file() or (self.model == model_path(self.settings)
                                         and self.model.stat().st_size != MODEL_SIZE):
             raise LLMError("the local model is not installed (or is incomplete): run `t2s llm install`",
                            file=self.model)
-        self._spawn()
-        return self._until_ready()
 
     def _spawn(self) -> None:
         if not self.port:
@@ -412,6 +416,7 @@ class LocalServerPool:
         with self._lock:
             if self.started:
                 return self
+            self.servers[0]._preflight()  # one model file, one installation: checked once
             try:
                 for server in self.servers:
                     server._spawn()

@@ -30,6 +30,7 @@ from t2s.llm import ChatParams, LLMClient
 from t2s.local_llm import (
     MODEL_ALIAS,
     LocalServer,
+    LocalServerPool,
     client_for,
     install_model,
     llama_cpp_installed,
@@ -363,9 +364,15 @@ def test_missing_llama_cpp_or_model_is_a_clear_error(tmp_path: Path, monkeypatch
     monkeypatch.setattr(local_llm, "llama_cpp_installed", lambda: False)
     with pytest.raises(LLMError, match="make setup"):
         LocalServer(settings).start()
+    with pytest.raises(LLMError, match="make setup"):
+        LocalServerPool(settings, count=2).start()
     monkeypatch.setattr(local_llm, "llama_cpp_installed", lambda: True)
     with pytest.raises(LLMError, match="t2s llm install"):
         LocalServer(settings).start()
+    pool = LocalServerPool(settings, count=2)
+    with pytest.raises(LLMError, match="t2s llm install"):  # the pool checks before spawning anything
+        pool.start()
+    assert pool.pids == [None, None] and not pool.started
 
 
 # ------------------------------------------------------------------------------------------ the real one
