@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import os
 import pickle
 import select
@@ -61,6 +62,10 @@ class _Worker:
             [sys.executable, "-m", "t2s.sandbox", str(memory_mb)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,
+            # glibc gives each new thread its own malloc arena, reserving 64 MB of address space apiece:
+            # under the worker's RLIMIT_AS, a few query timers used to exhaust it ("cannot allocate memory
+            # for thread-local data", exit 127). Two arenas are plenty for one query at a time.
+            env={**os.environ, "MALLOC_ARENA_MAX": "2"},
         )
         self.ready = False
 
@@ -277,6 +282,32 @@ def _watch_parent(parent: int) -> None:
             os._exit(0)
 
 
+#: Sessions a worker keeps open (databases it queried recently), in all and per engine.
+MAX_SESSIONS = 16
+MAX_SESSIONS_PER_ENGINE = {"duckdb": 4}
+
+
+def _run_cached(sessions: dict[EngineSpec, Any], spec: EngineSpec, sql: str, timeout_s: float,
+                max_rows: int) -> Any:
+    """Run on the cached session for ``spec`` (opened when missing or unusable; the oldest closed first)."""
+    session = sessions.get(spec)
+    if session is None or not getattr(session, "usable", True):
+        same_engine = [key for key in sessions if key.engine == spec.engine]
+        # A DuckDB instance reserves far more address space than a SQLite or PostgreSQL connection.
+        if len(sessions) >= MAX_SESSIONS or len(same_engine) >= MAX_SESSIONS_PER_ENGINE.get(spec.engine, MAX_SESSIONS):
+            old = sessions.pop(same_engine[0] if same_engine else next(iter(sessions)))
+            with contextlib.suppress(Exception):
+                old.close()
+        session = sessions[spec] = _open_session(spec)
+    return session.run(sql, timeout_s, max_rows)
+
+
+def _exhausted(exc: BaseException) -> bool:
+    """Whether an error says the worker's address space ran out (not the query's own fault alone)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't start new thread" in text or "Out of Memory" in text
+
+
 def _open_session(spec: EngineSpec) -> Any:
     from pathlib import Path
 
@@ -298,6 +329,9 @@ def _serve(memory_mb: int) -> None:
     os.dup2(2, 1)
     inp = os.fdopen(0, "rb", buffering=0)
     _limit_resources(memory_mb)
+    # Python threads here (the watchdog, each query's timeout timer) need little stack; the default 8 MB
+    # each counts against the address-space limit above.
+    threading.stack_size(256 * 1024)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     for module in ("duckdb", "psycopg"):  # imported now, before the first query's clock starts
         with contextlib.suppress(ImportError):
@@ -322,14 +356,18 @@ def _serve(memory_mb: int) -> None:
             return
         reply: tuple[Any, ...]
         try:
-            session = sessions.get(spec)
-            if session is None or not getattr(session, "usable", True):
-                if len(sessions) >= 16:
-                    old = sessions.pop(next(iter(sessions)))
+            try:
+                res = _run_cached(sessions, spec, sql, timeout_s, max_rows)
+            except Exception as exc:
+                if not _exhausted(exc) or not any(key != spec for key in sessions):
+                    raise
+                # The address-space limit is shared by every cached session (a DuckDB instance keeps its
+                # buffers and threads): close the others and run the read-only query once more.
+                for other in [key for key in sessions if key != spec]:
                     with contextlib.suppress(Exception):
-                        old.close()
-                session = sessions[spec] = _open_session(spec)
-            res = session.run(sql, timeout_s, max_rows)
+                        sessions.pop(other).close()
+                gc.collect()
+                res = _run_cached(sessions, spec, sql, timeout_s, max_rows)
             reply = ("ok", res.columns, res.rows, res.truncated, res.elapsed_s)
         except errors.Text2SQLError as exc:
             reply = ("err", type(exc).__name__, exc.message)

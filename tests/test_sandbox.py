@@ -113,3 +113,25 @@ def test_a_worker_exits_when_its_parent_goes_away(shop_db: Path, tmp_path: Path)
         time.sleep(0.1)
     os.kill(worker_pid, signal.SIGKILL)
     pytest.fail("the worker outlived its parent")
+
+
+def test_a_worker_that_queried_many_duckdb_databases_still_answers(tmp_path: Path) -> None:
+    """Each DuckDB instance a worker keeps open reserves address space under the worker's limit; a worker
+    that has seen a dozen databases must still answer (it used to fail every later DuckDB query with
+    "Out of Memory" or "can't start new thread")."""
+    duckdb = pytest.importorskip("duckdb")
+    from t2s.execution import DuckdbTarget
+
+    box = Sandbox(max_workers=1, memory_mb=1024)
+    try:
+        answers = []
+        for i in range(12):
+            path = tmp_path / f"d{i}.duckdb"
+            with duckdb.connect(str(path)) as conn:
+                conn.execute(f"CREATE TABLE t AS SELECT range AS x FROM range({100 + i})")
+            target = DuckdbTarget(path)
+            target.sandbox = box
+            answers.append(target.execute("SELECT COUNT(*) FROM t", timeout_s=10, max_rows=5).rows[0][0])
+        assert answers == [100 + i for i in range(12)]
+    finally:
+        box.close()
