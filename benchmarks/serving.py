@@ -164,11 +164,15 @@ async def drive(port: int, clients: int, total: int | None, seconds: float | Non
     start = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(clients)))
     wall = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
-    return {"requests": len(latencies), "rps": len(latencies) / wall, "p50": q[49], "p95": q[94], "p99": q[98],
-            "errors": sum(v for k, v in statuses.items() if k != 200),
+    return {**latency_summary(latencies, wall), "errors": sum(v for k, v in statuses.items() if k != 200),
             "5xx": sum(v for k, v in statuses.items() if k >= 500 or k == 0), "labels": labels_ok,
             "statuses": statuses}
+
+
+def latency_summary(latencies: list[float], wall: float) -> dict[str, Any]:
+    """Requests, requests/s and p50/p95/p99 of one run."""
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
+    return {"requests": len(latencies), "rps": len(latencies) / wall, "p50": q[49], "p95": q[94], "p99": q[98]}
 
 
 def fmt(r: dict[str, Any]) -> str:
@@ -244,10 +248,8 @@ def client_floor(model_url: str, clients: int, requests: int) -> dict[str, Any]:
         start = time.perf_counter()
         latencies = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100)
     client.close()
-    return {"requests": requests, "rps": requests / wall, "p50": q[49], "p95": q[94], "p99": q[98], "errors": 0,
-            "statuses": {}}
+    return {**latency_summary(latencies, wall), "errors": 0, "statuses": {}}
 
 
 def layers_run(args: argparse.Namespace, env: dict[str, str], root: Path, port: int) -> None:

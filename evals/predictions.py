@@ -67,13 +67,13 @@ def gold_as_predictions(dataset: Dataset) -> dict[str, str | None]:
     (every item should match itself)."""
     from t2s.errors import SqlError
     from t2s.execution import ENGINE_DIALECT
-    from t2s.guard import guard_select, to_dialect
+    from t2s.guard import checked_for
 
     engine = ENGINE_DIALECT[dataset.manifest.engine]
     preds: dict[str, str | None] = {}
     for ex in dataset.examples:
         try:
-            preds[ex.id] = to_dialect(guard_select(ex.gold_sql, ex.dialect), ex.gold_sql, ex.dialect, engine)
+            preds[ex.id] = checked_for(ex.gold_sql, ex.dialect, engine)
         except SqlError:
             preds[ex.id] = ex.gold_sql
     return preds

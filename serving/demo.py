@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
 
     from t2s.datasets import load_dataset, open_db
-    from t2s.guard import guard_select, to_dialect
+    from t2s.guard import checked_for
     from t2s.settings import get_settings
 
     parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__.split("\n\n")[0])
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {user}: HTTP {r.status_code} {body['error']['message']}")
                     continue
                 # gold SQL is written in its item's dialect (some bank items are T-SQL): run it as the engine's
-                gold_sql = to_dialect(guard_select(item.gold_sql, item.dialect, engine=target.engine), item.gold_sql,
-                                      item.dialect, target.dialect)
+                gold_sql = checked_for(item.gold_sql, item.dialect, target.dialect, engine=target.engine)
                 gold = target.execute(gold_sql, timeout_s=10, max_rows=1000).rows
                 correct = body["outcome"] == "ok" and _same_rows(body["rows"] or [], gold)
                 print(f"  {user} [{body['variant']}] {item.question[:60]!r} → {body['outcome']}"

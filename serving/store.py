@@ -221,18 +221,20 @@ class Store:
         if entry.error is not None:
             raise entry.error
 
+    def _insert(self, records: list[QueryRecord]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(queries.insert(), [r.__dict__ for r in records])
+
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with self.engine.begin() as conn:
-                conn.execute(queries.insert(), [e.record.__dict__ for e in batch])
+            self._insert([e.record for e in batch])
         except Exception:
             if len(batch) == 1:
                 batch[0].error, batch[0].done = sys.exc_info()[1], True  # type: ignore[assignment]
                 return
             for e in batch:  # one bad row must not lose the others: write them one by one
                 try:
-                    with self.engine.begin() as conn:
-                        conn.execute(queries.insert(), [e.record.__dict__])
+                    self._insert([e.record])
                 except Exception as exc:
                     e.error = exc
                 e.done = True

@@ -22,7 +22,7 @@ from typing import Any
 from t2s.datasets import GoldExample
 from t2s.errors import LLMAuthError, LLMError, LLMRefused, LLMUnavailable, SqlError, SqlTimeout
 from t2s.execution import Target
-from t2s.guard import guard_select, to_dialect
+from t2s.guard import checked_for
 from t2s.prompts import PromptSpec
 from t2s.schema_context import build_schema_context
 from t2s.sql_extract import extract_sql
@@ -163,9 +163,13 @@ class SqlGenerator:
         except (LLMUnavailable, LLMAuthError):
             raise
         except LLMError as exc:
-            return _Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
-                         getattr(self.llm, "model", ""), isinstance(exc, LLMRefused))
+            return self._failed_call(exc, start)
         return self._candidate(completion, target)
+
+    def _failed_call(self, exc: LLMError, start: float) -> _Call:
+        """A call the provider failed (``llm_error``), remembering whether it refused this request."""
+        return _Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
+                     getattr(self.llm, "model", ""), isinstance(exc, LLMRefused))
 
     def _samples(self, messages: list[dict[str, str]], target: Target, n: int) -> list[_Call]:
         """Samples 1..n at the strategy's temperature: one request with ``n`` choices where the provider
@@ -179,8 +183,7 @@ class SqlGenerator:
         except (LLMUnavailable, LLMAuthError):
             raise
         except LLMError as exc:
-            return [_Call("", None, "llm_error", str(exc), time.perf_counter() - start, 0, 0, False,
-                          getattr(self.llm, "model", ""), isinstance(exc, LLMRefused)) for _ in range(n)]
+            return [self._failed_call(exc, start) for _ in range(n)]
         return [self._candidate(c, target) for c in completions]
 
     def _candidate(self, completion: Any, target: Target) -> _Call:
@@ -188,8 +191,7 @@ class SqlGenerator:
                      completion.completion_tokens, completion.cached, completion.model)
         try:
             candidate = extract_sql(completion.text)
-            tree = guard_select(candidate, self.spec.dialect, engine=target.engine)
-            call.sql = to_dialect(tree, candidate, self.spec.dialect, target.dialect)
+            call.sql = checked_for(candidate, self.spec.dialect, target.dialect, engine=target.engine)
         except SqlError as exc:
             call.error, call.detail = exc.error_class, str(exc)
         return call

@@ -255,6 +255,11 @@ def _check_tree(tree: exp.Query, engine: str) -> None:
         raise SqlRefused(f"{tables} table references; at most {MAX_TABLES} are accepted")
 
 
+def checked_for(sql: str, dialect: str, target: str, engine: str | None = None) -> str:
+    """``sql`` (written in ``dialect``) through the guard, as text for the ``target`` dialect."""
+    return to_dialect(guard_select(sql, dialect, engine=engine), sql, dialect, target)
+
+
 def to_dialect(tree: exp.Expression, source_sql: str, source: str, target: str) -> str:
     """SQL text for ``target``: the original text when the dialects agree (it runs exactly as written),
     else sqlglot's transpilation of the parsed tree."""

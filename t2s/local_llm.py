@@ -446,9 +446,8 @@ def client_for(settings: Settings, *, lazy: bool = True, **client_kwargs: object
 
     The local servers (:func:`server_count` of them) are started at the first request that misses the
     completion cache (``lazy``; a fully cached rerun starts nothing), or at once with ``lazy=False``, and
-    stopped on exit. With
-    provider ``local`` and ``T2S_LLM_BASE_URL`` set, the client uses that running server (e.g. one from
-    ``t2s llm serve``) instead. ``client_kwargs`` go to :meth:`LLMClient.from_settings`.
+    stopped on exit. With provider ``local`` and ``T2S_LLM_BASE_URL`` set, the client uses that running
+    server (e.g. one from ``t2s llm serve``) instead. ``client_kwargs`` go to :meth:`LLMClient.from_settings`.
     """
     from t2s.llm import LLMClient
 

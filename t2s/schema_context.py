@@ -154,10 +154,13 @@ def _introspect(_fingerprint: str, target: Target, samples: int, row_counts: boo
     return _generic_schema(target, samples, row_counts, example_rows)
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+
+
 def _literal(value: Any) -> str:
     if isinstance(value, str):
-        text = value if len(value) <= SAMPLE_CHARS else value[: SAMPLE_CHARS - 1] + "…"
-        return "'" + text.replace("'", "''") + "'"
+        return "'" + _clip(value).replace("'", "''") + "'"
     return repr(value)
 
 
@@ -165,8 +168,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
     text = value if isinstance(value, str) else repr(value) if isinstance(value, bytes) else str(value)
-    text = " ".join(text.split())  # one row per line, whatever the value holds
-    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+    return _clip(" ".join(text.split()))  # one row per line, whatever the value holds
 
 
 def render_example_rows(table: Table) -> str:
@@ -180,12 +182,12 @@ def render_example_rows(table: Table) -> str:
 
 
 def render_table(table: Table, settings: SchemaSettings) -> str:
-    rows = render_example_rows(table) if settings.example_rows else ""
     if settings.style == "ddl" and table.ddl:
         text = table.ddl.strip().rstrip(";") + ";"
-        return text + ("\n" + rows if rows else "")
-    text = _render_table(table, settings)
-    return text + ("\n" + rows if rows else "")
+    else:
+        text = _render_table(table, settings)
+    rows = render_example_rows(table) if settings.example_rows else ""
+    return text + "\n" + rows if rows else text
 
 
 def _render_table(table: Table, settings: SchemaSettings) -> str:

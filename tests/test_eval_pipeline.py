@@ -47,6 +47,23 @@ def prompt_file(version: int, marker: str) -> dict[str, Any]:
                          {"role": "user", "content": "{{schema}}\nQuestion: {{question}}"}]}
 
 
+def write_project(root: Path, shop_db: Path, dataset: str, prompt: str) -> Path:
+    """Under ``root``: the QUESTIONS golden set on the shop database (``datasets/<dataset>``) and prompt
+    ``<prompt>`` versions 1 (always wrong) and 2 (``prompts/<prompt>``). Returns the dataset folder."""
+    ds = root / "datasets" / dataset
+    ds.mkdir(parents=True)
+    shutil.copy(shop_db, ds / "shop.sqlite")
+    write_dataset(ds, DatasetManifest(name=dataset, databases={"shop": "shop.sqlite"}),
+                  [GoldExample(id=i, question=q, gold_sql=s, db_id="shop", difficulty=d, category="filter")
+                   for i, q, s, d in QUESTIONS])
+    prompts = root / "prompts" / prompt
+    prompts.mkdir(parents=True)
+    for version, marker in ((1, "ALWAYS-WRONG"), (2, "Be exact.")):
+        spec = {**prompt_file(version, marker), "name": prompt}
+        (prompts / f"v{version}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return ds
+
+
 def answer(body: dict[str, Any]) -> Reply:
     system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
     question = user.rsplit("Question: ", 1)[-1].strip()
@@ -57,16 +74,7 @@ def answer(body: dict[str, Any]) -> Reply:
 
 @pytest.fixture
 def project(tmp_path: Path, shop_db: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    ds = tmp_path / "datasets" / "mini"
-    ds.mkdir(parents=True)
-    shutil.copy(shop_db, ds / "shop.sqlite")
-    write_dataset(ds, DatasetManifest(name="mini", databases={"shop": "shop.sqlite"}),
-                  [GoldExample(id=i, question=q, gold_sql=s, db_id="shop", difficulty=d, category="filter")
-                   for i, q, s, d in QUESTIONS])
-    prompts = tmp_path / "prompts" / "demo"
-    prompts.mkdir(parents=True)
-    (prompts / "v1.yaml").write_text(yaml.safe_dump(prompt_file(1, "ALWAYS-WRONG"), sort_keys=False))
-    (prompts / "v2.yaml").write_text(yaml.safe_dump(prompt_file(2, "Be exact."), sort_keys=False))
+    ds = write_project(tmp_path, shop_db, "mini", "demo")
     fake = FakeOpenAI()
     fake.responder = answer
     env = {"T2S_LLM_PROVIDER": "compatible", "T2S_LLM_BASE_URL": fake.url, "T2S_LLM_MODEL": "fake-model",

@@ -132,7 +132,6 @@ def test_the_whole_loop_runs_against_the_shared_server(server: TrackingServer, s
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """An engineer evaluates two prompt versions and promotes the winner on the shared server; the serving
     app, given only the server's URL, loads that champion and answers with it."""
-    import shutil
 
     import yaml
     from fastapi.testclient import TestClient
@@ -141,22 +140,12 @@ def test_the_whole_loop_runs_against_the_shared_server(server: TrackingServer, s
 
     from cli.main import app
     from serving.app import create_app
-    from t2s.datasets import DatasetManifest, GoldExample, write_dataset
     from t2s.settings import Settings, get_settings
     from tests.fakes import FakeOpenAI
-    from tests.test_eval_pipeline import QUESTIONS, answer, prompt_file
+    from tests.test_eval_pipeline import answer, write_project
 
-    ds = tmp_path / "datasets" / "loop"
-    ds.mkdir(parents=True)
-    shutil.copy(shop_db, ds / "shop.sqlite")
-    write_dataset(ds, DatasetManifest(name="loop", databases={"shop": "shop.sqlite"}),
-                  [GoldExample(id=i, question=q, gold_sql=s, db_id="shop", difficulty=d, category="filter")
-                   for i, q, s, d in QUESTIONS])
-    prompts = tmp_path / "prompts" / "loop"  # its own prompt name: other tests register "demo" on this server
-    prompts.mkdir(parents=True)
-    for version, marker in ((1, "ALWAYS-WRONG"), (2, "Be exact.")):
-        spec = {**prompt_file(version, marker), "name": "loop"}
-        (prompts / f"v{version}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # its own prompt name: other tests register "demo" on this server
+    ds = write_project(tmp_path, shop_db, "loop", "loop")
     fake = FakeOpenAI()
     fake.responder = answer
     env = {"T2S_LLM_PROVIDER": "compatible", "T2S_LLM_BASE_URL": fake.url, "T2S_LLM_MODEL": "fake-model",

@@ -28,12 +28,12 @@ def _endpoint_check(client: Any) -> CheckPublic:
     if client.provider == "azure":
         return CheckPublic(status="ok", detail="not probed (Azure)")
     codes = []
-    for url in client.base_urls:  # the local model runs one server per core: each must answer
-        try:
-            with httpx.Client(timeout=2.0, trust_env=False) as http:
+    with httpx.Client(timeout=2.0, trust_env=False) as http:
+        for url in client.base_urls:  # the local model runs one server per core: each must answer
+            try:
                 codes.append(http.get(url.rstrip("/") + "/models").status_code)
-        except httpx.HTTPError as exc:
-            return CheckPublic(status="error", detail=f"{url}: {type(exc).__name__}: {exc}")
+            except httpx.HTTPError as exc:
+                return CheckPublic(status="error", detail=f"{url}: {type(exc).__name__}: {exc}")
     return CheckPublic(status="ok", detail=f"reachable (GET /models: HTTP {', '.join(map(str, codes))})")
 
 
