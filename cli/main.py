@@ -27,6 +27,7 @@ from cli import (
     tracking_cli,
     validate_cli,
 )
+from cli.console import cli_errors
 
 app = typer.Typer(
     name="t2s",
@@ -70,7 +71,11 @@ app.add_typer(db_cli.app, name="db")
 
 
 def main() -> None:
-    app()
+    try:
+        with cli_errors():  # errors raised before a command's own handler, e.g. a bad T2S_* setting
+            app()
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":

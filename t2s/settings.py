@@ -10,8 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from t2s.errors import ConfigError
+from t2s.fileio import first_validation_error
 
 
 class Settings(BaseSettings):
@@ -123,4 +126,11 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings (``T2S_*`` environment variables, ``.env``). A bad value is a
+    :class:`~t2s.errors.ConfigError` naming the variable, not a validation traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        field, message = first_validation_error(exc)
+        name = field if field.isupper() else f"T2S_{field.upper()}"
+        raise ConfigError(f"invalid setting {name}: {message}") from None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -41,3 +45,16 @@ def test_generate_refuses_an_unknown_prompt_version(tmp_path: Path) -> None:
     result = runner.invoke(app, ["generate", "-P", "sql-analyst@99", "-q", "How many?", "-o", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 2 and "has no version 99" in result.output
     assert not (tmp_path / "p.jsonl").exists()
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("T2S_LOCAL_LLM_SERVERS", "-1", "invalid setting T2S_LOCAL_LLM_SERVERS: Input should be greater than or equal to 0"),
+    ("T2S_LOCAL_LLM_SERVERS", "two", "invalid setting T2S_LOCAL_LLM_SERVERS: Input should be a valid integer"),
+    ("T2S_SERVE_OTEL", "maybe", "invalid setting T2S_SERVE_OTEL: Input should be a valid boolean"),
+])
+def test_a_bad_setting_is_one_clear_line_and_exit_2(tmp_path: Path, variable: str, value: str, message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("T2S_")} | {variable: value}
+    done = subprocess.run([sys.executable, "-m", "cli.main", "llm", "status"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr

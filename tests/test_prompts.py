@@ -67,6 +67,9 @@ def test_shipped_prompts_are_valid_and_distinct() -> None:
     ({"few_shot": {"k": 2}}, "", "few_shot.k > 0 needs an {{examples}}"),
     ({"name": "other"}, "name", "does not match its folder"),
     ({"version": 7}, "version", "does not match the file name"),
+    ({"schema_context": {"style": "ddl-ish"}}, "schema_context.style", "'create_table', 'compact' or 'ddl'"),
+    ({"schema_context": {"example_rows": 11}}, "schema_context.example_rows", "less than or equal to 10"),
+    ({"schema_context": {"example_rows": -1}}, "schema_context.example_rows", "greater than or equal to 0"),
 ])
 def test_malformed_prompt_files_name_file_and_field(tmp_path: Path, changes: dict, field: str, message: str) -> None:
     path = write(tmp_path / "demo", 1, **changes)
