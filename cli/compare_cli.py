@@ -11,21 +11,25 @@ import typer
 from cli.console import cli_errors, console
 
 SOURCE_HELP = "Variants of a sweep: its id (read from MLflow) …"
-DIR_HELP = "… or a folder of variant folders written by `t2s eval` (e.g. reports/eval/bank)."
+DIR_HELP = ("… or a folder of variant folders written by `t2s eval` (e.g. reports/eval/bank); repeat for "
+            "several datasets (--dir reports/eval/bank --dir reports/eval/freight).")
 
 
-def load_variants(sweep: str | None, directory: Path | None):  # type: ignore[no-untyped-def]
-    """VariantRuns from MLflow (``sweep``) or local folders (``directory``)."""
+def load_variants(sweep: str | None, directories: list[Path] | None):  # type: ignore[no-untyped-def]
+    """VariantRuns from MLflow (``sweep``) or local folders (``directories``)."""
     from evals.records import VariantRun
     from t2s.errors import ConfigError
 
-    if (sweep is None) == (directory is None):
+    if (sweep is None) == (not directories):
         raise ConfigError("give exactly one of --sweep ID or --dir FOLDER")
-    if directory is not None:
-        folders = sorted(p.parent for p in directory.rglob("variant.json"))
-        if not folders:
-            raise ConfigError("no variant folders here (run `t2s eval` first)", file=directory)
-        return [VariantRun.read(f) for f in folders]
+    if directories:
+        runs = []
+        for directory in directories:
+            folders = sorted(p.parent for p in directory.rglob("variant.json"))
+            if not folders:
+                raise ConfigError("no variant folders here (run `t2s eval` first)", file=directory)
+            runs += [VariantRun.read(f) for f in folders]
+        return runs
     from mlflow import MlflowClient
 
     from pipelines.mlflow_runs import VARIANT_KIND, download_variant
@@ -52,19 +56,32 @@ def champion_variant(variants):  # type: ignore[no-untyped-def]
     return champ, None
 
 
-def compare(
-    sweep: Annotated[str | None, typer.Option(help=SOURCE_HELP)] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help=DIR_HELP)] = None,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default: <dir>/compare or reports/eval/<dataset>/compare).")] = None,
-    params: Annotated[Path | None, typer.Option(help="params.yaml whose 'gate' section sets the policy.")] = None,
-    metrics_out: Annotated[Path | None, typer.Option(help="Write summary metrics (JSON) here, e.g. for `dvc metrics`.")] = None,
-) -> None:
-    """Rank a sweep's variants and test each against the current champion on the same items (exact McNemar,
-    paired bootstrap interval, per difficulty). Writes a leaderboard (Markdown, JSON), a chart and an HTML
-    report, and logs them to the sweep's MLflow run."""
-    import warnings
+def decision_runs(variants, heldout, primary: str | None = None):  # type: ignore[no-untyped-def]
+    """The runs a decision ranks: the variants themselves on one dataset; over several datasets, one run
+    per variant pooled over all of them (:func:`evals.pooling.pool_datasets`), standing for its run on
+    ``primary`` (default: the one dataset not in ``heldout``)."""
+    from evals.pooling import pool_datasets
+    from t2s.errors import ConfigError
 
-    from evals.gate import GatePolicy
+    names = sorted({v.dataset for v in variants})
+    if len(names) == 1:
+        return variants
+    if primary is None:
+        candidates = [n for n in names if n not in heldout]
+        if len(candidates) != 1:
+            raise ConfigError(f"the sweep covers {', '.join(names)}: name the dataset the promoted version serves "
+                              "with --serve-dataset")
+        primary = candidates[0]
+    if primary not in names:
+        raise ConfigError(f"--serve-dataset {primary!r} is not in the sweep ({', '.join(names)})")
+    pooled = pool_datasets(variants, primary=primary)
+    if not pooled:
+        raise ConfigError(f"no variant was evaluated on every dataset of the sweep ({', '.join(names)})")
+    return pooled
+
+
+def _report(group, policy, folder: Path):  # type: ignore[no-untyped-def]
+    """Leaderboard (Markdown, JSON, console), chart and HTML report of ``group`` in ``folder``; its rows."""
     from pipelines.comparison_report import (
         difficulty_chart,
         leaderboard,
@@ -73,6 +90,66 @@ def compare(
         write_leaderboard_json,
         write_leaderboard_markdown,
     )
+
+    champ, champ_variant = champion_variant(group)
+    if champ is not None and champ_variant is None:
+        console.print(f"[yellow]the champion {champ.prompt}/{champ.model.label} is not in this sweep for "
+                      f"{group[0].dataset}: no paired comparison (run `t2s eval`, which adds it)[/]")
+    rows = leaderboard(group, champ_variant, policy)
+    write_leaderboard_markdown(rows, folder / "leaderboard.md")
+    write_leaderboard_json(rows, folder / "leaderboard.json")
+    difficulty_chart(group, folder / "accuracy_by_difficulty.png")
+    write_html_report(folder / "report.html", group, champ_variant, policy)
+    console.print(leaderboard_table(rows, title=f"Leaderboard: {group[0].dataset} (execution accuracy)"))
+    console.print(f"leaderboard → {folder / 'leaderboard.md'} · report → {folder / 'report.html'}")
+    summary = {"variants": len(rows), "best_execution_accuracy": rows[0]["execution_accuracy"], "best_valid_sql_rate": rows[0]["valid_sql_rate"]}
+    if champ_variant is not None:
+        summary["champion_execution_accuracy"] = champ_variant.metrics["execution_accuracy"]
+    return rows, summary
+
+
+def _log_to_sweep(group, folder: Path, artifact_path: str, best: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """The report files as artifacts of the sweep's parent run of each dataset in ``group``."""
+    import warnings
+
+    from evals.pooling import datasets_of
+    from pipelines.mlflow_runs import experiment_id, sweep_run_id
+
+    sweep_ids = {v.sweep_id for v in group if v.sweep_id}
+    if len(sweep_ids) != 1:
+        return
+    sweep = sweep_ids.pop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        for dataset in datasets_of(group[0]):
+            parent = sweep_run_id(experiment_id(dataset), sweep, {})
+            for name in ("leaderboard.md", "leaderboard.json", "report.html", "accuracy_by_difficulty.png"):
+                client.log_artifact(parent, str(folder / name), artifact_path=artifact_path)
+            if artifact_path == "compare":
+                client.log_metric(parent, "best_execution_accuracy", float(best["execution_accuracy"]))
+                client.set_tag(parent, "t2s.best_variant", best["variant"])
+            else:
+                client.set_tag(parent, "t2s.decision_best_variant", best["variant"])
+
+
+def compare(
+    sweep: Annotated[str | None, typer.Option(help=SOURCE_HELP)] = None,
+    directory: Annotated[list[Path] | None, typer.Option("--dir", help=DIR_HELP)] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <dir>/compare or reports/eval/<dataset>/compare); "
+                                                  "over several datasets, the pooled decision here and each dataset in a subfolder.")] = None,
+    params: Annotated[Path | None, typer.Option(help="params.yaml whose 'gate' section sets the policy.")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="Write summary metrics (JSON) here, e.g. for `dvc metrics`.")] = None,
+    serve_dataset: Annotated[str | None, typer.Option(help="Over several datasets: the one a promoted version serves "
+                                                           "(default: the one not listed in gate.heldout).")] = None,
+) -> None:
+    """Rank a sweep's variants and test each against the current champion on the same items (exact McNemar,
+    paired bootstrap interval, per difficulty). Writes a leaderboard (Markdown, JSON), a chart and an HTML
+    report, and logs them to the sweep's MLflow run. A sweep over several datasets gets one report per
+    dataset and the deciding one over all their items, where the gate also checks each dataset."""
+    from evals.gate import GatePolicy
     from pipelines.eval_config import gate_config
     from t2s.fileio import write_text_atomic
     from t2s.settings import get_settings
@@ -81,57 +158,47 @@ def compare(
     with cli_errors():
         settings = get_settings()
         configure_mlflow(settings)
-        policy = GatePolicy(**gate_config(params).model_dump())
+        gate = gate_config(params)
+        policy = GatePolicy(**gate.model_dump())
         variants = load_variants(sweep, directory)
         by_dataset: dict[str, list] = {}
         for v in variants:
             by_dataset.setdefault(v.dataset, []).append(v)
-        for dataset, group in by_dataset.items():
-            champ, champ_variant = champion_variant(group)
-            if champ is not None and champ_variant is None:
-                console.print(f"[yellow]the champion {champ.prompt}/{champ.model.label} is not in this sweep for "
-                              f"{dataset}: no paired comparison (run `t2s eval`, which adds it)[/]")
-            rows = leaderboard(group, champ_variant, policy)
-            folder = out or ((directory / "compare") if directory else Path("reports/eval") / dataset / "compare")
-            write_leaderboard_markdown(rows, folder / "leaderboard.md")
-            write_leaderboard_json(rows, folder / "leaderboard.json")
-            difficulty_chart(group, folder / "accuracy_by_difficulty.png")
-            write_html_report(folder / "report.html", group, champ_variant, policy)
-            best = rows[0]
-            summary = {"variants": len(rows), "best_execution_accuracy": best["execution_accuracy"],
-                       "best_valid_sql_rate": best["valid_sql_rate"]}
-            if champ_variant is not None:
-                summary["champion_execution_accuracy"] = champ_variant.metrics["execution_accuracy"]
-            if metrics_out is not None:
-                write_text_atomic(metrics_out, json.dumps(summary, indent=2))
-            console.print(leaderboard_table(rows))
-            console.print(f"leaderboard → {folder / 'leaderboard.md'} · report → {folder / 'report.html'}")
-            sweep_ids = {v.sweep_id for v in group if v.sweep_id}
-            if len(sweep_ids) == 1:
-                from pipelines.mlflow_runs import experiment_id, sweep_run_id
-
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    from mlflow import MlflowClient
-
-                    parent = sweep_run_id(experiment_id(dataset), sweep_ids.pop(), {})
-                    client = MlflowClient()
-                    for name in ("leaderboard.md", "leaderboard.json", "report.html", "accuracy_by_difficulty.png"):
-                        client.log_artifact(parent, str(folder / name), artifact_path="compare")
-                    client.log_metric(parent, "best_execution_accuracy", float(best["execution_accuracy"]))
-                    client.set_tag(parent, "t2s.best_variant", best["variant"])
+        several = len(by_dataset) > 1
+        if out is not None:
+            root = out
+        elif directory:
+            root = directory[0] / "compare" if len(directory) == 1 else Path("reports/eval/compare")
+        else:
+            root = Path("reports/eval") / ("compare" if several else f"{next(iter(by_dataset))}/compare")
+        summaries: dict = {}
+        for dataset, group in sorted(by_dataset.items()):
+            folder = root / dataset if several else root
+            rows, summaries[dataset] = _report(group, policy, folder)
+            _log_to_sweep(group, folder, "compare", rows[0])
+        summary = summaries[next(iter(by_dataset))]
+        if several:
+            pooled = decision_runs(variants, gate.heldout, serve_dataset)
+            console.print(f"[bold]the decision: every item of {pooled[0].dataset}[/]")
+            rows, summary = _report(pooled, policy, root)
+            _log_to_sweep(pooled, root, "decision", rows[0])
+            summary["datasets"] = summaries
+        if metrics_out is not None:
+            write_text_atomic(metrics_out, json.dumps(summary, indent=2))
 
 
 def promote(
     run_id: Annotated[str | None, typer.Argument(help="MLflow run id of the variant to promote.")] = None,
     best: Annotated[bool, typer.Option(help="Promote the best variant of --dir / --sweep instead of RUN_ID.")] = False,
     sweep: Annotated[str | None, typer.Option(help=SOURCE_HELP)] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help=DIR_HELP)] = None,
+    directory: Annotated[list[Path] | None, typer.Option("--dir", help=DIR_HELP)] = None,
     force: Annotated[bool, typer.Option(help="Override a failing gate (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why; recorded in the audit log and registry.")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml whose 'gate' section sets the policy.")] = None,
     decision_out: Annotated[Path | None, typer.Option(help="Write the decision (JSON) here.")] = None,
     allow_refusal: Annotated[bool, typer.Option(help="Exit 0 when the gate refuses (for pipelines).")] = False,
+    serve_dataset: Annotated[str | None, typer.Option(help="Over several datasets: the one the promoted version "
+                                                           "serves (default: the one not in gate.heldout).")] = None,
 ) -> None:
     """Move the champion aliases (model bundle and prompt) to a variant — only if it beats the current
     champion on the same items: significantly (McNemar p < alpha), by at least min_gain, with no difficulty
@@ -152,12 +219,12 @@ def promote(
         if run_id and best:
             raise ConfigError("give RUN_ID or --best, not both")
         if run_id:
-            challenger = download_variant(run_id)
-            siblings = load_variants(challenger.sweep_id, None) if challenger.sweep_id else [challenger]
+            picked = download_variant(run_id)
+            siblings = load_variants(picked.sweep_id, None) if picked.sweep_id else [picked]
+            siblings = decision_runs(siblings, gate.heldout, serve_dataset or picked.dataset)
+            challenger = next(v for v in siblings if v.variant == picked.variant)
         elif best:
-            siblings = load_variants(sweep, directory)
-            if len({v.dataset for v in siblings}) > 1:
-                raise ConfigError("--best needs variants of one dataset")
+            siblings = decision_runs(load_variants(sweep, directory), gate.heldout, serve_dataset)
             challenger = max(siblings, key=lambda v: (v.metrics["execution_accuracy"], v.metrics["valid_sql_rate"],
                                                       v.variant))
         else:

@@ -25,7 +25,7 @@ def eval_cmd(
     prompt: Annotated[list[str] | None, typer.Option("--prompt", "-P", help="NAME@VERSION (repeatable); overrides params.")] = None,
     only_prompt: Annotated[list[str] | None, typer.Option(help="Run only these prompts of the params matrix (same sweep).")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="NAME or PROVIDER:NAME (repeatable).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N questions of each dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only N questions of each dataset (which ones: params' limit_mode).")] = None,
     workers: Annotated[int | None, typer.Option(help="Questions in flight per cell.")] = None,
     sweep_id: Annotated[str | None, typer.Option(help="Sweep id; 'params' derives it from the matrix (for DVC).")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Where variant folders are written (default reports/eval).")] = None,
@@ -108,7 +108,7 @@ def eval_cmd(
         for ds in datasets:
             exp = reviewed[ds.name] = experiment_id(ds.name)
             parent = sweep_run_id(exp, sweep, {"matrix": blob[:5000], "rules": config.rules})
-            n_items = min(len(ds), config.limit or len(ds))
+            n_items = min(len(ds), config.limit_for(ds.name) or len(ds))
             for m in dict.fromkeys(mm for _, mm in cells):
                 model_cells = [p for p, mm in cells if mm == m]
                 cell_settings = settings.model_copy(update={"llm_provider": m.provider, "llm_model": m.name,

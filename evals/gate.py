@@ -4,9 +4,12 @@ The challenger is promoted only when, on the same golden items, it
 
 1. is significantly better: exact McNemar p < ``alpha`` and a positive accuracy difference;
 2. gains at least ``min_gain`` absolute accuracy;
-3. regresses in no difficulty bucket by more than ``bucket_tolerance``.
+3. regresses in no difficulty bucket by more than ``bucket_tolerance``;
+4. when the runs are pooled over several datasets (:mod:`evals.pooling`), regresses on no dataset by more
+   than ``dataset_tolerance``;
+5. when ``heldout`` names datasets the versions were not written against, the decision covers one of them.
 
-With no champion yet the challenger is promoted as the first champion. Every reason is a sentence with
+With no champion yet (only check 5 applies) the challenger is promoted as the first champion. Every reason is a sentence with
 the numbers behind it, for people, the audit log and the registry tags (:meth:`GateDecision.to_dict`).
 """
 
@@ -16,6 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evals.pooling import datasets_of
 from evals.records import VariantRun
 from evals.stats import BucketComparison, Comparison, compare_runs
 
@@ -29,6 +33,8 @@ class GatePolicy:
     alpha: float = 0.05  # McNemar significance level
     min_gain: float = 0.0  # minimum absolute accuracy gain (0.02 = 2 points)
     bucket_tolerance: float = 0.05  # largest allowed absolute regression in any difficulty bucket
+    dataset_tolerance: float = 0.05  # largest allowed absolute regression on any one dataset of a pooled run
+    heldout: tuple[str, ...] = ()  # datasets the versions were not written against; a decision must cover one
     confidence: float = 0.95  # of the bootstrap interval shown in reasons
     n_resamples: int = 10_000
     seed: int = 0
@@ -40,6 +46,9 @@ class GatePolicy:
             raise ValueError(f"min_gain is an absolute accuracy gain in [0, 1], got {self.min_gain}")
         if not 0.0 <= self.bucket_tolerance <= 1.0:
             raise ValueError(f"bucket_tolerance is an absolute accuracy drop in [0, 1], got {self.bucket_tolerance}")
+        if not 0.0 <= self.dataset_tolerance <= 1.0:
+            raise ValueError(f"dataset_tolerance is an absolute accuracy drop in [0, 1], got {self.dataset_tolerance}")
+        object.__setattr__(self, "heldout", tuple(self.heldout))
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.n_resamples < 1:
@@ -71,8 +80,9 @@ class GateDecision:
     comparison: Comparison | None
     challenger: str = ""
     champion: str | None = None
-    checks: dict[str, bool] = field(default_factory=dict)  # significant, min_gain, no_bucket_regression
+    checks: dict[str, bool] = field(default_factory=dict)  # significant, min_gain, no_bucket_regression, …
     policy: GatePolicy | None = None
+    by_dataset: Comparison | None = None  # pooled runs: the same comparison, dataset by dataset
 
     @property
     def verdict(self) -> str:
@@ -83,10 +93,12 @@ class GateDecision:
         out: dict[str, Any] = {
             "passed": self.passed, "verdict": self.verdict, "first_promotion": self.first_promotion,
             "challenger": self.challenger, "champion": self.champion, "checks": dict(self.checks),
-            "reasons": list(self.reasons), "policy": asdict(self.policy) if self.policy else None,
+            "reasons": list(self.reasons), "policy": ({**asdict(self.policy), "heldout": list(self.policy.heldout)} if self.policy else None),
         }
         if self.comparison is not None:
             out["comparison"] = self.comparison.to_dict()
+        if self.by_dataset is not None:
+            out["by_dataset"] = self.by_dataset.to_dict()
         return out
 
     def to_tags(self, prefix: str = "gate.") -> dict[str, str]:
@@ -102,18 +114,39 @@ class GateDecision:
         return tags
 
 
+def _heldout_check(run: VariantRun, policy: GatePolicy) -> tuple[bool | None, str | None]:
+    """(covered, reason) when the policy names held-out datasets; (None, None) when it names none."""
+    if not policy.heldout:
+        return None, None
+    datasets = datasets_of(run)
+    covered = [d for d in datasets if d in policy.heldout]
+    if covered:
+        return True, (f"The decision includes {', '.join(covered)}, a dataset the versions were not written "
+                      "against.")
+    return False, (f"The decision covers only {', '.join(datasets)}, none of the held-out datasets "
+                   f"({', '.join(policy.heldout)}) the versions were not written against: evaluate the sweep on "
+                   "one of them too.")
+
+
 def decide(challenger: VariantRun, champion: VariantRun | None, policy: GatePolicy | None = None) -> GateDecision:
     """Apply the promotion gate. Raises ``ValueError`` when the runs were not evaluated on the same items."""
     policy = policy or GatePolicy()
+    heldout_ok, heldout_reason = _heldout_check(challenger, policy)
     if champion is None:
-        return GateDecision(
-            passed=True, first_promotion=True, challenger=challenger.variant, champion=None, policy=policy,
-            reasons=[f"There is no champion yet, so {challenger.variant} is promoted as the first champion "
-                     "without a paired comparison."],
-            comparison=None, checks={})
+        reasons = [f"There is no champion yet, so {challenger.variant} is promoted as the first champion "
+                   "without a paired comparison."]
+        checks = {}
+        if heldout_ok is not None:
+            checks["heldout"] = heldout_ok
+            if not heldout_ok:
+                reasons = [f"There is no champion yet, but {challenger.variant} cannot be the first champion "
+                           "on this evidence."]
+            reasons.append(heldout_reason or "")
+        return GateDecision(passed=heldout_ok is not False, first_promotion=True, challenger=challenger.variant,
+                            champion=None, policy=policy, reasons=reasons, comparison=None, checks=checks)
 
-    cmp = compare_runs(challenger, champion, by="difficulty", n_resamples=policy.n_resamples,
-                       confidence=policy.confidence, seed=policy.seed)
+    bootstrap = {"n_resamples": policy.n_resamples, "confidence": policy.confidence, "seed": policy.seed}
+    cmp = compare_runs(challenger, champion, by="difficulty", **bootstrap)
     o = cmp.overall
     stats = (f"accuracy {fmt_pts(o.diff)} ({_ci(o, policy.confidence)}) on {o.n} paired items, "
              f"{_pct(o.champion_acc)} → {_pct(o.challenger_acc)}, {o.b} gained vs {o.c} lost")
@@ -138,17 +171,32 @@ def decide(challenger: VariantRun, champion: VariantRun | None, policy: GatePoli
             reasons.append(f"The gain of {fmt_pts(o.diff)} is below the minimum gain of "
                            f"{fmt_pts(policy.min_gain, signed=False)}.")
 
-    tol = policy.bucket_tolerance
+    checks = {"significant": significant, "min_gain": gain_ok,
+              "no_bucket_regression": _tolerated(cmp, "Difficulty bucket", policy.bucket_tolerance, policy, reasons)}
+    by_dataset = None
+    if len(datasets_of(challenger)) > 1:
+        by_dataset = compare_runs(challenger, champion, by="dataset", **bootstrap)
+        checks["no_dataset_regression"] = _tolerated(by_dataset, "Dataset", policy.dataset_tolerance, policy,
+                                                     reasons)
+    if heldout_ok is not None:
+        checks["heldout"] = heldout_ok
+        reasons.append(heldout_reason or "")
+    return GateDecision(passed=all(checks.values()), first_promotion=False, reasons=reasons, comparison=cmp,
+                        challenger=challenger.variant, champion=champion.variant, checks=checks, policy=policy,
+                        by_dataset=by_dataset)
+
+
+def _tolerated(cmp: Comparison, what: str, tol: float, policy: GatePolicy, reasons: list[str]) -> bool:
+    """True when no bucket of ``cmp`` regresses by more than ``tol``; one reason per regression, or one for
+    the weakest bucket."""
     regressed = [bc for bc in cmp.buckets.values() if bc.diff < -tol - _EPS]
     for bc in regressed:
-        reasons.append(f"Difficulty bucket '{bc.bucket}' regresses by {fmt_pts(-bc.diff, signed=False)} "
+        reasons.append(f"{what} '{bc.bucket}' regresses by {fmt_pts(-bc.diff, signed=False)} "
                        f"({_pct(bc.champion_acc)} → {_pct(bc.challenger_acc)} on {bc.n} items, "
                        f"{_ci(bc, policy.confidence)}), beyond the tolerance of {fmt_pts(tol, signed=False)}.")
     if not regressed and cmp.buckets:
         worst = min(cmp.buckets.values(), key=lambda bc: bc.diff)
-        reasons.append(f"No difficulty bucket regresses by more than {fmt_pts(tol, signed=False)} "
+        noun = "difficulty bucket" if what.startswith("Difficulty") else what.lower()
+        reasons.append(f"No {noun} regresses by more than {fmt_pts(tol, signed=False)} "
                        f"(weakest: '{worst.bucket}' at {fmt_pts(worst.diff)} on {worst.n} items).")
-
-    checks = {"significant": significant, "min_gain": gain_ok, "no_bucket_regression": not regressed}
-    return GateDecision(passed=all(checks.values()), first_promotion=False, reasons=reasons, comparison=cmp,
-                        challenger=challenger.variant, champion=champion.variant, checks=checks, policy=policy)
+    return not regressed

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
 from evals.execution import ERROR_CLASSES
+from evals.records import EvalItem
 from t2s.datasets import DIFFICULTIES
 
 
@@ -81,3 +83,23 @@ def summarize(verdicts: Iterable[ItemVerdict]) -> Metrics:
         by_category={k: Bucket(count=c, correct=m) for k, (c, m) in sorted(cat.items())},
         error_rates={k: errors[k] / n for k in ERROR_CLASSES if errors[k]} if n else {},
     )
+
+
+def item_metrics(items: Sequence[EvalItem]) -> dict[str, float]:
+    """What a cell's items cost: latency (model calls answered from the cache left out when any were not),
+    tokens, model calls, cache hits, and the rate of each generation failure."""
+    latencies = [i.latency_s for i in items if not i.cached] or [i.latency_s for i in items] or [0.0]
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    n = max(1, len(items))
+    prompt_tokens = sum(i.prompt_tokens for i in items)
+    completion_tokens = sum(i.completion_tokens for i in items)
+    gen_errors = Counter(i.error_class for i in items if i.pred_sql is None and i.error_class)
+    return {f"error_rate/{k}": v / n for k, v in gen_errors.items()} | {
+        "latency_p50_s": statistics.median(latencies), "latency_p95_s": p95,
+        "prompt_tokens_total": float(prompt_tokens), "completion_tokens_total": float(completion_tokens),
+        "tokens_per_question": (prompt_tokens + completion_tokens) / n,
+        "cache_hit_rate": sum(i.cached for i in items) / n,
+        "model_calls_per_question": sum(i.model_calls for i in items) / n,
+        "extra_tokens_per_question": sum(i.extra_tokens for i in items) / n,
+    }

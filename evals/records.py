@@ -40,6 +40,7 @@ class EvalItem(BaseModel):
     repair_rounds: int = 0
     votes: str = ""  # "3/5": the chosen result's group over the candidates that executed
     strategy_trace: dict[str, Any] | None = None  # t2s.strategy.StrategyTrace.as_dict()
+    dataset: str = ""  # set on the items of a run pooled over several datasets (evals.pooling)
 
 
 class VariantRun(BaseModel):

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from evals.gate import GateDecision, GatePolicy, decide, fmt_p
 from evals.records import EvalItem, VariantRun
-from evals.stats import bucket_order
+from evals.stats import Comparison, bucket_order
 from t2s.datasets import DIFFICULTIES
 from t2s.fileio import write_text_atomic
 
@@ -60,6 +60,15 @@ def _by_difficulty(run: VariantRun) -> dict[str, float]:
     return {k: _rate(groups[k], "match") for k in bucket_order(set(groups), "difficulty")}
 
 
+def _by_dataset(run: VariantRun) -> dict[str, float]:
+    """Accuracy on each dataset of a pooled run (empty for a run on one dataset)."""
+    groups: dict[str, list[EvalItem]] = {}
+    for item in run.items:
+        if item.dataset:
+            groups.setdefault(item.dataset, []).append(item)
+    return {k: _rate(v, "match") for k, v in groups.items()} if len(groups) > 1 else {}
+
+
 def _metric(run: VariantRun, attr: str, key: str) -> float | None:
     """The rate of ``attr`` over the items (None when an item did not compute it), else the logged metric."""
     if run.items:
@@ -83,7 +92,7 @@ def _entries(variants: Sequence[VariantRun], champion: VariantRun | None, policy
             "provider": run.provider, "dataset": run.dataset, "dataset_version": run.dataset_version,
             "run_id": run.run_id, "n": len(run.items) or int(run.metrics.get("count", 0)),
             "execution_accuracy": _metric(run, "match", "execution_accuracy"),
-            "by_difficulty": _by_difficulty(run),
+            "by_difficulty": _by_difficulty(run), "by_dataset": _by_dataset(run),
             "exact_match": _metric(run, "exact_match", "exact_match"),
             "valid_sql_rate": _metric(run, "valid_sql", "valid_sql_rate"),
             "latency_p50_s": run.metrics.get("latency_p50_s"), "latency_p95_s": run.metrics.get("latency_p95_s"),
@@ -158,12 +167,14 @@ def _ci_header(rows: list[dict[str, Any]]) -> str:
 
 def _table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     diffs = _difficulty_columns(rows)
-    header = ["#", "variant", "model", "exec acc", *diffs, "exact match", "valid SQL", "p50", "p95",
+    datasets = list(dict.fromkeys(d for r in rows for d in r.get("by_dataset") or {}))
+    header = ["#", "variant", "model", "exec acc", *datasets, *diffs, "exact match", "valid SQL", "p50", "p95",
               "calls/q", "Δ vs champion", _ci_header(rows), "McNemar p", "gate"]
     body = []
     for r in rows:
         body.append([str(r["rank"]), r["variant"] + (" ★" if r["is_champion"] else ""), r["model"],
-                     _pct(r["execution_accuracy"]), *(_pct(r["by_difficulty"].get(d)) for d in diffs),
+                     _pct(r["execution_accuracy"]), *(_pct((r.get("by_dataset") or {}).get(d)) for d in datasets),
+                     *(_pct(r["by_difficulty"].get(d)) for d in diffs),
                      _pct(r["exact_match"]), _pct(r["valid_sql_rate"]), _secs(r["latency_p50_s"]),
                      _secs(r["latency_p95_s"]),
                      "—" if r["model_calls_per_question"] is None else f"{r['model_calls_per_question']:.2f}",
@@ -171,9 +182,9 @@ def _table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
     return header, body
 
 
-def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
+def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard (execution accuracy)") -> Table:
     header, body = _table_cells(rows)
-    table = Table(title="Leaderboard (execution accuracy)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for i, name in enumerate(header):
         text = i in (1, 2)
         table.add_column(name, justify="left" if text or name == "gate" else "right",
@@ -357,7 +368,10 @@ def _html_leaderboard(rows: list[dict[str, Any]]) -> str:
 def _html_gate(best: _Entry | None, champion: VariantRun | None, policy: GatePolicy,
                decision: GateDecision | None, error: str | None) -> str:
     pol = (f"Policy: McNemar alpha {policy.alpha:g}, minimum gain {100 * policy.min_gain:.1f} pts, "
-           f"bucket tolerance {100 * policy.bucket_tolerance:.1f} pts, {round(100 * policy.confidence):g}% "
+           f"bucket tolerance {100 * policy.bucket_tolerance:.1f} pts, dataset tolerance "
+           f"{100 * policy.dataset_tolerance:.1f} pts, "
+           + (f"held-out datasets {', '.join(policy.heldout)}, " if policy.heldout else "")
+           + f"{round(100 * policy.confidence):g}% "
            f"paired bootstrap interval ({policy.n_resamples} resamples, seed {policy.seed}).")
     if best is None:
         return f"<p>No challenger besides the champion {_e(champion.variant if champion else '')}.</p>"
@@ -375,21 +389,27 @@ def _html_gate(best: _Entry | None, champion: VariantRun | None, policy: GatePol
     reasons = "".join(f"<li>{_e(r)}</li>" for r in decision.reasons)
     parts = [title, f"<p>{badge}</p>", f"<ul class=\"reasons\">{reasons}</ul>", f"<p class=\"meta\">{_e(pol)}</p>"]
     if decision.comparison is not None:
-        cmp = decision.comparison
-        ci = f"{round(100 * cmp.confidence):g}% CI"
-        rows = ["<table><thead><tr><th>bucket</th><th>items</th><th>champion</th><th>challenger</th>"
-                f"<th>Δ</th><th>{_e(ci)}</th><th>gained (b)</th><th>lost (c)</th><th>McNemar p</th></tr></thead><tbody>"]
-        for bc in [cmp.overall, *cmp.buckets.values()]:
-            cls = " class=\"bad\"" if bc.diff < -policy.bucket_tolerance - 1e-12 else ""
-            rows.append(
-                f"<tr><td>{_e(bc.bucket)}</td><td class=\"num\">{bc.n}</td>"
-                f"<td class=\"num\">{_pct(bc.champion_acc)}</td><td class=\"num\">{_pct(bc.challenger_acc)}</td>"
-                f"<td class=\"num\"><span{cls}>{100 * bc.diff:+.1f}</span></td>"
-                f"<td class=\"num\">{100 * bc.ci_low:+.1f} to {100 * bc.ci_high:+.1f}</td>"
-                f"<td class=\"num\">{bc.b}</td><td class=\"num\">{bc.c}</td><td class=\"num\">{_e(fmt_p(bc.p_value))}</td></tr>")
-        rows.append("</tbody></table>")
-        parts.append("".join(rows))
+        parts.append(_html_comparison(decision.comparison, "difficulty", policy.bucket_tolerance))
+    if decision.by_dataset is not None:
+        parts.append(_html_comparison(decision.by_dataset, "dataset", policy.dataset_tolerance, overall=False))
     return "".join(parts)
+
+
+def _html_comparison(cmp: Comparison, by: str, tolerance: float, overall: bool = True) -> str:
+    """The paired comparison overall (optionally) and per bucket; regressions beyond ``tolerance`` marked."""
+    ci = f"{round(100 * cmp.confidence):g}% CI"
+    rows = [f"<table><thead><tr><th>{_e(by)}</th><th>items</th><th>champion</th><th>challenger</th>"
+            f"<th>Δ</th><th>{_e(ci)}</th><th>gained (b)</th><th>lost (c)</th><th>McNemar p</th></tr></thead><tbody>"]
+    for bc in [cmp.overall] * overall + list(cmp.buckets.values()):
+        cls = " class=\"bad\"" if bc.diff < -tolerance - 1e-12 else ""
+        rows.append(
+            f"<tr><td>{_e(bc.bucket)}</td><td class=\"num\">{bc.n}</td>"
+            f"<td class=\"num\">{_pct(bc.champion_acc)}</td><td class=\"num\">{_pct(bc.challenger_acc)}</td>"
+            f"<td class=\"num\"><span{cls}>{100 * bc.diff:+.1f}</span></td>"
+            f"<td class=\"num\">{100 * bc.ci_low:+.1f} to {100 * bc.ci_high:+.1f}</td>"
+            f"<td class=\"num\">{bc.b}</td><td class=\"num\">{bc.c}</td><td class=\"num\">{_e(fmt_p(bc.p_value))}</td></tr>")
+    rows.append("</tbody></table>")
+    return "".join(rows)
 
 
 def _verdict(item: EvalItem | None) -> str:

@@ -47,6 +47,10 @@ class GateConfig(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     min_gain: float = Field(0.0, ge=0, le=1)
     bucket_tolerance: float = Field(0.05, ge=0, le=1)
+    dataset_tolerance: float = Field(0.05, ge=0, le=1, description="Largest accuracy drop on any one dataset "
+                                                                   "of a sweep over several.")
+    heldout: list[str] = Field(default_factory=list, description="Datasets the versions were not written "
+                                                                 "against: a decision must cover one of them.")
 
 
 class EvalConfig(BaseModel):
@@ -58,7 +62,9 @@ class EvalConfig(BaseModel):
     rules: Literal["t2s", "spider", "bird"] = "t2s"
     timeout_s: float = Field(10.0, gt=0)
     max_rows: int = Field(100_000, gt=0)
-    limit: int | None = Field(None, gt=0, description="Only N questions of each dataset (see limit_mode).")
+    limit: int | dict[str, int] | None = Field(
+        None, description="Only N questions of each dataset (see limit_mode), or a mapping dataset name → N "
+                          "(datasets it does not name are evaluated whole).")
     limit_mode: Literal["first", "spread"] = Field(
         "first", description="first: the first N questions; spread: every (len/N)-th one, so a set ordered by "
                              "difficulty keeps all its buckets.")
@@ -69,6 +75,19 @@ class EvalConfig(BaseModel):
                                                  "per matched item: it would dominate a cell on a fast endpoint).")
     out_dir: Path = Path("reports/eval")
     gate: GateConfig = Field(default_factory=GateConfig)
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limit(cls, value: int | dict[str, int] | None) -> int | dict[str, int] | None:
+        for name, n in (value.items() if isinstance(value, dict) else [("", value)]):
+            if n is not None and n <= 0:
+                raise ValueError(f"limit{' of ' + name if name else ''} must be a positive number of questions, "
+                                 f"got {n}")
+        return value
+
+    def limit_for(self, dataset: str) -> int | None:
+        """Questions of ``dataset`` a cell evaluates (None: all of them)."""
+        return self.limit.get(dataset) if isinstance(self.limit, dict) else self.limit
 
     @field_validator("models", mode="before")
     @classmethod

@@ -8,12 +8,11 @@ model that cannot be reached at all fails the cell.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from evals.metrics import ItemVerdict, summarize
+from evals.metrics import ItemVerdict, item_metrics, summarize
 from evals.records import EvalItem, VariantRun
 from evals.scoring import ScoreConfig, StreamScorer
 from pipelines.eval_config import EvalConfig, ModelSpec, select_items
@@ -102,27 +101,9 @@ def strategy_fields(g: Generation) -> dict[str, Any]:
 
 
 def cell_metrics(items: list[EvalItem], verdict_metrics: dict[str, float], model: ModelSpec) -> dict[str, float]:
-    latencies = [i.latency_s for i in items if not i.cached] or [i.latency_s for i in items] or [0.0]
-    ordered = sorted(latencies)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    prompt_tokens = sum(i.prompt_tokens for i in items)
-    completion_tokens = sum(i.completion_tokens for i in items)
-    gen_errors: dict[str, int] = {}
-    for i in items:
-        if i.pred_sql is None and i.error_class:
-            gen_errors[i.error_class] = gen_errors.get(i.error_class, 0) + 1
-    out = dict(verdict_metrics)
-    out |= {f"error_rate/{k}": v / len(items) for k, v in gen_errors.items()}
-    out |= {
-        "latency_p50_s": statistics.median(latencies), "latency_p95_s": p95,
-        "prompt_tokens_total": float(prompt_tokens), "completion_tokens_total": float(completion_tokens),
-        "tokens_per_question": (prompt_tokens + completion_tokens) / len(items),
-        "estimated_cost_usd": prompt_tokens / 1000 * model.price_per_1k_input
-        + completion_tokens / 1000 * model.price_per_1k_output,
-        "cache_hit_rate": sum(i.cached for i in items) / len(items),
-        "model_calls_per_question": sum(i.model_calls for i in items) / len(items),
-        "extra_tokens_per_question": sum(i.extra_tokens for i in items) / len(items),
-    }
+    out = dict(verdict_metrics) | item_metrics(items)
+    out["estimated_cost_usd"] = (out["prompt_tokens_total"] / 1000 * model.price_per_1k_input
+                                 + out["completion_tokens_total"] / 1000 * model.price_per_1k_output)
     return out
 
 
@@ -140,7 +121,7 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
     spec = prompt.spec
     pool = load_split(dataset.root, spec.few_shot.split) if spec.few_shot.k else None
     gen = SqlGenerator(spec, llm, few_shot_pool=pool)
-    items = select_items(dataset.examples, config.limit, config.limit_mode)
+    items = select_items(dataset.examples, config.limit_for(dataset.name), config.limit_mode)
     subset = Dataset(dataset.root, dataset.manifest, items)
     verdicts = generate_and_score(gen, subset, ScoreConfig(
         rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,

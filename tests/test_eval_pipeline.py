@@ -264,3 +264,53 @@ def test_a_malformed_gate_config_is_named(project: dict[str, Any], gate: dict[st
     params.write_text(yaml.safe_dump({"gate": gate}))
     result = run("compare", "--dir", str(project["root"]), "--params", str(params))
     assert result.exit_code == 2 and field in result.output, result.output
+
+
+def test_a_sweep_with_a_held_out_set_decides_on_every_item_of_both(project: dict[str, Any], shop_db: Path) -> None:
+    root = project["root"]
+    held = root / "datasets" / "held"
+    held.mkdir(parents=True)
+    shutil.copy(shop_db, held / "shop.sqlite")
+    write_dataset(held, DatasetManifest(name="held", databases={"shop": "shop.sqlite"}),
+                  [GoldExample(id=f"h{i}", question=q, gold_sql=s, db_id="shop", difficulty=d, category="join")
+                   for i, q, s, d in QUESTIONS])
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "eval": {"datasets": [str(project["dataset"]), str(held)], "prompts": {"v1": "demo@1", "v2": "demo@2"},
+                 "models": ["compatible:fake-model"], "limit": {"held": 4}, "limit_mode": "spread",
+                 "out_dir": str(root / "reports")},
+        "gate": {"heldout": ["held"]}}))
+    done = run("eval", "--params", str(params), "--sweep-id", "both")
+    assert done.exit_code == 0, done.output
+    counts = {f.parent.parent.parent.name: len(f.read_text().splitlines())
+              for f in (root / "reports").rglob("per_item.jsonl")}
+    assert counts == {"mini": 8, "held": 4}  # the held-out set is limited to 4 spread questions
+
+    # Without the held-out set the gate refuses even a first promotion, and says what is missing.
+    bank_only = run("promote", "--best", "--dir", str(root / "reports" / "mini"), "--params", str(params))
+    assert bank_only.exit_code == 2 and "none of the held-out datasets (held)" in bank_only.output, bank_only.output
+
+    compared = run("compare", "--dir", str(root / "reports" / "mini"), "--dir", str(root / "reports" / "held"),
+                   "--params", str(params), "--out", str(root / "cmp"),
+                   "--metrics-out", str(root / "cmp.json"))
+    assert compared.exit_code == 0, compared.output
+    for dataset, n in (("mini", 8), ("held", 4)):
+        rows = json.loads((root / "cmp" / dataset / "leaderboard.json").read_text())
+        assert [r["n"] for r in rows] == [n, n] and rows[0]["dataset"] == dataset
+    pooled = json.loads((root / "cmp" / "leaderboard.json").read_text())
+    assert [(r["variant"], r["n"], r["dataset"]) for r in pooled] == [
+        ("demo@2/compatible:fake-model", 12, "held+mini"), ("demo@1/compatible:fake-model", 12, "held+mini")]
+    assert pooled[0]["by_dataset"] == {"held": 1.0, "mini": 1.0}
+    assert "held+mini" in (root / "cmp" / "report.html").read_text()
+    summary = json.loads((root / "cmp.json").read_text())
+    assert summary["best_execution_accuracy"] == 1.0 and set(summary["datasets"]) == {"held", "mini"}
+
+    promoted = run("promote", "--best", "--dir", str(root / "reports"), "--params", str(params))
+    assert promoted.exit_code == 0 and "first_promotion" in promoted.output, promoted.output
+    assert "includes held" in promoted.output
+    client = mlflow_client()
+    champion = client.get_model_version_by_alias("t2s-generator", "champion")
+    assert champion.tags["t2s.dataset"] == "held+mini" and champion.tags["t2s.prompt"] == "demo@2"
+    # The registered version stands for the run on the dataset it serves (not the held-out one).
+    served = client.get_run(champion.tags["t2s.variant_run_id"])
+    assert served.data.tags["t2s.dataset"] == "mini"
