@@ -19,6 +19,7 @@ from pipelines.eval_config import EvalConfig, ModelSpec, select_items
 from t2s.datasets import Dataset, load_split, open_db
 from t2s.generator import Generation, SqlGenerator
 from t2s.prompts import PromptFile
+from t2s.result_store import ResultStore
 
 PREVIEW_ROWS = 5
 
@@ -120,13 +121,20 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
                   on_done: Callable[[Generation], None] | None = None) -> VariantRun:
     spec = prompt.spec
     pool = load_split(dataset.root, spec.few_shot.split) if spec.few_shot.k else None
-    gen = SqlGenerator(spec, llm, few_shot_pool=pool)
+    # Candidates a strategy executes are remembered beside the gold results: the sweep's other cells and
+    # reruns execute each (database, query) once.
+    store = ResultStore(cache_path, table="candidates") if cache_path and spec.strategy.kind != "single" else None
+    gen = SqlGenerator(spec, llm, few_shot_pool=pool, result_store=store)
     items = select_items(dataset.examples, config.limit_for(dataset.name), config.limit_mode)
     subset = Dataset(dataset.root, dataset.manifest, items)
-    verdicts = generate_and_score(gen, subset, ScoreConfig(
-        rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,
-        cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), cell_workers(config, llm),
-        postgres_dsn, on_done)
+    try:
+        verdicts = generate_and_score(gen, subset, ScoreConfig(
+            rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,
+            cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), cell_workers(config, llm),
+            postgres_dsn, on_done)
+    finally:
+        if store is not None:
+            store.close()
     records = []
     for ex, (v, g) in zip(items, verdicts, strict=True):
         error = v.error_class

@@ -13,9 +13,7 @@ on the question's own target through a result cache, and :attr:`Generation.trace
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +22,7 @@ from t2s.errors import LLMAuthError, LLMError, LLMRefused, LLMUnavailable, SqlEr
 from t2s.execution import Target
 from t2s.guard import checked_for
 from t2s.prompts import PromptSpec
+from t2s.result_store import ResultStore, store_key
 from t2s.schema_context import build_schema_context
 from t2s.sql_extract import extract_sql
 from t2s.strategy import (
@@ -92,16 +91,17 @@ class _Call:
 class SqlGenerator:
     """Generates SQL for questions with one prompt version on one model."""
 
-    def __init__(self, spec: PromptSpec, llm: Any, *, few_shot_pool: list[GoldExample] | None = None) -> None:
+    def __init__(self, spec: PromptSpec, llm: Any, *, few_shot_pool: list[GoldExample] | None = None,
+                 result_store: ResultStore | None = None) -> None:
+        """``result_store``: where executed candidates are remembered (default: in this generator's memory);
+        an evaluation passes a persistent one so a sweep's cells and reruns share them."""
         if spec.few_shot.k and not few_shot_pool:
             raise LLMError(f"{spec.ref} uses {spec.few_shot.k} few-shot examples but no training split was given "
                            f"(expected {spec.few_shot.split}.jsonl beside the dataset)")
         self.spec = spec
         self.llm = llm
         self.pool = few_shot_pool or []
-        self._results: OrderedDict[tuple[str, str, int], tuple[list[tuple[Any, ...]] | None, SqlError | None]] = \
-            OrderedDict()
-        self._results_lock = threading.Lock()
+        self._results = result_store or ResultStore(None, memory_entries=RESULT_CACHE_SIZE)
 
     def few_shot(self, question: str, target: Target | None = None) -> list[GoldExample]:
         """The version's ``few_shot.k`` examples for ``question`` (deterministic). ``masked_similarity``
@@ -213,11 +213,10 @@ class SqlGenerator:
                  ) -> tuple[list[tuple[Any, ...]] | None, SqlError | None]:
         """Rows or the engine's error, through the result cache (timeouts are not cached)."""
         st = self.spec.strategy
-        key = (fingerprint, sql, st.max_rows)
-        with self._results_lock:
-            if key in self._results:
-                self._results.move_to_end(key)
-                return self._results[key]
+        key = store_key("candidate", fingerprint, st.max_rows, sql)
+        cached = self._results.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         trace.executions += 1
         try:
             entry: tuple[list[tuple[Any, ...]] | None, SqlError | None] = (
@@ -226,10 +225,7 @@ class SqlGenerator:
             return None, exc
         except SqlError as exc:
             entry = (None, exc)
-        with self._results_lock:
-            self._results[key] = entry
-            while len(self._results) > RESULT_CACHE_SIZE:
-                self._results.popitem(last=False)
+        self._results.put(key, entry)
         return entry
 
     def _repair_turn(self, cand: Candidate, target: Target, empty: bool) -> str:

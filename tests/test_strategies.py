@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,15 @@ from t2s.errors import PromptError
 from t2s.execution import SqliteTarget
 from t2s.generator import SqlGenerator
 from t2s.prompts import PromptLibrary, PromptSpec, push
-from t2s.strategy import StrategySettings, missing_column, question_implies_rows, same_result, vote
+from t2s.result_store import store_key
+from t2s.strategy import (
+    StrategySettings,
+    StrategyTrace,
+    missing_column,
+    question_implies_rows,
+    same_result,
+    vote,
+)
 from tests.conftest import ROOT
 from tests.fakes import FakeOpenAI, Reply
 from tests.test_llm_client import client_for_test
@@ -145,6 +154,35 @@ def test_candidates_share_the_result_cache(fake: FakeOpenAI, tmp_path: Path, sho
     gen = SqlGenerator(spec_with(**SC), client_for_test(tmp_path, fake.url))
     result = gen.generate("How many orders?", SqliteTarget(shop_db))
     assert result.trace is not None and result.trace["executions"] == 1 and result.trace["votes"] == [3]
+
+
+def test_a_persistent_result_store_is_shared_by_generators_and_keeps_no_timeout(
+        fake: FakeOpenAI, tmp_path: Path, shop_db: Path) -> None:
+    from t2s.errors import SqlTimeout
+    from t2s.result_store import ResultStore
+
+    fake.responder = by_seed({s: "SELECT COUNT(*) FROM orders" for s in range(3)})
+    path = tmp_path / "results.sqlite"
+    first = SqlGenerator(spec_with(**SC), client_for_test(tmp_path, fake.url), result_store=ResultStore(path))
+    assert first.generate("How many orders?", SqliteTarget(shop_db)).trace["executions"] == 1
+    # Another generator (another cell, a rerun, another process) executes nothing it finds in the file.
+    store = ResultStore(path)
+    second = SqlGenerator(spec_with(**SC), client_for_test(tmp_path / "b", fake.url), result_store=store)
+    again = second.generate("How many orders?", SqliteTarget(shop_db))
+    assert again.trace["executions"] == 0 and again.trace["votes"] == [3] and store.hits == 3
+    # The entry depends on the database's content: another database executes again.
+    other = tmp_path / "other.sqlite"
+    shutil.copy(shop_db, other)
+    with sqlite3.connect(other) as conn:
+        conn.execute("DELETE FROM orders")
+    assert second.generate("How many orders?", SqliteTarget(other)).trace["executions"] == 1
+
+    class Slow(SqliteTarget):
+        def execute(self, sql: str, **kwargs: Any) -> Any:
+            raise SqlTimeout("too slow")
+
+    assert isinstance(second._execute("SELECT 1", Slow(shop_db), "fp", StrategyTrace("self_consistency"))[1], SqlTimeout)
+    assert store.get(store_key("candidate", "fp", second.spec.strategy.max_rows, "SELECT 1")) is None
 
 
 def test_samples_go_in_one_request_where_the_provider_supports_n(fake: FakeOpenAI, tmp_path: Path,
