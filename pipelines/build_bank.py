@@ -24,15 +24,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
-import sqlite3
 import sys
-import tempfile
-import time
 from datetime import date, timedelta
 from pathlib import Path
+
+from pipelines import sqlite_build
+from pipelines.sqlite_build import iso, money, rand_date, write_database
 
 DEFAULT_SEED = 20261125
 DATA_START = date(2022, 1, 1)
@@ -210,18 +208,6 @@ MIX = {
 MONTHLY_RATE = {"checking": 0.95, "savings": 0.4, "credit": 0.95}
 
 
-def _d(value: date) -> str:
-    return value.isoformat()
-
-
-def _rand_date(rng: random.Random, lo: date, hi: date) -> date:
-    return lo + timedelta(days=rng.randint(0, (hi - lo).days))
-
-
-def _money(value: float) -> float:
-    return round(value + 0.0, 2)
-
-
 def _pick(rng: random.Random, spec: tuple[list[str], list[int]]) -> str:
     values, weights = spec
     return rng.choices(values, weights=weights)[0]
@@ -238,7 +224,7 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
     rows: dict[str, list[tuple]] = {}
 
     # branches
-    branches = [(i, name, city, region, _d(opened)) for i, (name, city, region, opened) in enumerate(BRANCHES, 1)]
+    branches = [(i, name, city, region, iso(opened)) for i, (name, city, region, opened) in enumerate(BRANCHES, 1)]
     rows["branches"] = branches
     branch_opened = {b[0]: date.fromisoformat(b[4]) for b in branches}
     branch_city = {b[0]: b[2] for b in branches}
@@ -261,12 +247,12 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
                 n += 1
             used_emails.add(email)
         phone = None if rng.random() < 0.12 else f"555-{rng.randint(100, 999):03d}-{rng.randint(0, 9999):04d}"
-        birth = _rand_date(rng, date(1942, 1, 1), date(2005, 6, 30))
+        birth = rand_date(rng, date(1942, 1, 1), date(2005, 6, 30))
         city = rng.choices(cities, weights=[9 if c not in OTHER_CITIES else 3 for c in cities])[0]
         segment = rng.choices(["retail", "premier", "business"], weights=[68, 21, 11])[0]
         score = None if rng.random() < 0.1 else max(300, min(850, int(rng.gauss(690, 70))))
-        joined = _rand_date(rng, date(2016, 1, 1), date(2025, 11, 30))
-        customers.append((cid, first, last, email, phone, _d(birth), city, segment, score, _d(joined)))
+        joined = rand_date(rng, date(2016, 1, 1), date(2025, 11, 30))
+        customers.append((cid, first, last, email, phone, iso(birth), city, segment, score, iso(joined)))
     rows["customers"] = customers
 
     # employees: CEO, regional directors, head-office staff, branch managers, branch staff
@@ -274,10 +260,10 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
 
     def hire(title: str, branch_id: int | None, manager_id: int | None, lo: date, salary: tuple[int, int]) -> int:
         eid = len(employees) + 1
-        hired = _rand_date(rng, lo, date(2025, 11, 15))
+        hired = rand_date(rng, lo, date(2025, 11, 15))
         pay = rng.randrange(salary[0], salary[1], 500)
         employees.append((eid, rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES), title, branch_id, manager_id,
-                          _d(hired), pay))
+                          iso(hired), pay))
         return eid
 
     ceo = hire("Chief Executive Officer", None, None, date(2006, 1, 1), (240000, 260000))
@@ -328,14 +314,14 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
             if lo > date(2025, 12, 20):
                 continue
             if k == 0:  # the first account is opened when the customer joins
-                opened = min(_rand_date(rng, lo, lo + timedelta(days=45)), date(2025, 12, 20))
+                opened = min(rand_date(rng, lo, lo + timedelta(days=45)), date(2025, 12, 20))
             else:
-                opened = _rand_date(rng, lo, date(2025, 12, 20))
+                opened = rand_date(rng, lo, date(2025, 12, 20))
             closed = None
             status = "active"
             roll = rng.random()
             if roll < (0.18 if acct_type == "loan" else 0.10) and (SNAPSHOT - opened).days > 120:
-                closed = _rand_date(rng, opened + timedelta(days=90), SNAPSHOT)
+                closed = rand_date(rng, opened + timedelta(days=90), SNAPSHOT)
                 status = "closed"
             elif roll < 0.13:
                 status = "frozen"
@@ -380,11 +366,11 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
                     elapsed = max(0, (SNAPSHOT - opened).days // 30)
                     balance = amount * max(0.05, 1 - elapsed / term) * rng.uniform(0.95, 1.02)
                 officer = rng.choice(officers.get(bid) or [managers[bid]])
-                loans.append((len(loans) + 1, aid, loan_type, amount, rate, term, _d(opened), loan_status, officer))
+                loans.append((len(loans) + 1, aid, loan_type, amount, rate, term, iso(opened), loan_status, officer))
             if status == "closed":
                 balance = 0.0
-            accounts.append((aid, number, cid, bid, acct_type, _d(opened), _d(closed) if closed else None, status,
-                             _money(balance), credit_limit))
+            accounts.append((aid, number, cid, bid, acct_type, iso(opened), iso(closed) if closed else None, status,
+                             money(balance), credit_limit))
     rows["accounts"] = accounts
     rows["loans"] = loans
 
@@ -410,7 +396,7 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
             loan = loan_by_account[aid]
             principal, rate, term = loan[3], loan[4], loan[5]
             r = rate / 1200
-            instalment = _money(principal * r / (1 - (1 + r) ** -term))
+            instalment = money(principal * r / (1 - (1 + r) ** -term))
             start = date.fromisoformat(loan[6])
             for k in range(1, term + 1):
                 due = _add_months(start, k)
@@ -435,7 +421,7 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
         kinds, weights = zip(*MIX[acct_type], strict=True)
         for _ in range(n):
             kind = rng.choices(kinds, weights=weights)[0]
-            day = _rand_date(rng, lo, hi)
+            day = rand_date(rng, lo, hi)
             merchant = product_id = quantity = None
             channel = None
             if kind in ("purchase", "refund"):
@@ -483,9 +469,9 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
                     amount, desc = rng.uniform(0.5, 60), "Interest credit"
                 else:
                     amount, desc = -rng.uniform(5, 90), "Interest charge"
-            txns.append((aid, day, _money(amount), kind, channel, merchant, product_id, quantity, desc))
+            txns.append((aid, day, money(amount), kind, channel, merchant, product_id, quantity, desc))
     txns.sort(key=lambda t: (t[1], t[0], t[3], t[2]))
-    rows["transaction_history"] = [(i, t[0], _d(t[1]), *t[2:]) for i, t in enumerate(txns, 1)]
+    rows["transaction_history"] = [(i, t[0], iso(t[1]), *t[2:]) for i, t in enumerate(txns, 1)]
     return rows
 
 
@@ -494,59 +480,17 @@ INSERT_ORDER = ["branches", "customers", "employees", "accounts", "loans", "prod
 
 def build_bank_database(out: Path, seed: int = DEFAULT_SEED) -> Path:
     """Generate the bank database at ``out`` (replaced atomically) and return its path."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = _generate(random.Random(seed))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        tmp.unlink()  # let sqlite create a fresh file
-        con = sqlite3.connect(tmp)
-        try:
-            con.execute("PRAGMA foreign_keys = ON")
-            con.execute("PRAGMA journal_mode = OFF")
-            con.execute("PRAGMA synchronous = OFF")
-            con.executescript(SCHEMA)
-            with con:
-                for table in INSERT_ORDER:
-                    data = rows[table]
-                    marks = ", ".join("?" * len(data[0]))
-                    con.executemany(f"INSERT INTO {table} VALUES ({marks})", data)
-            problems = con.execute("PRAGMA foreign_key_check").fetchall()
-            if problems:
-                raise RuntimeError(f"foreign key violations in generated data: {problems[:5]}")
-            con.execute("VACUUM")
-        finally:
-            con.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return write_database(out, SCHEMA, INSERT_ORDER, _generate(random.Random(seed)))
 
 
 def table_counts(path: Path) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in INSERT_ORDER}
-    finally:
-        con.close()
+    return sqlite_build.table_counts(path, INSERT_ORDER)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.build_bank", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("datasets/bank/bank.sqlite"),
-                        help="where to write the SQLite file (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    path = build_bank_database(args.out, seed=args.seed)
-    counts = table_counts(path)
-    summary = ", ".join(f"{t}={n}" for t, n in counts.items())
-    print(f"built {path} (seed {args.seed}, {path.stat().st_size / 1e6:.1f} MB, "
-          f"{time.perf_counter() - started:.1f}s): {summary}")
-    return 0
+    return sqlite_build.main(argv, prog="python -m pipelines.build_bank", doc=__doc__ or "",
+                             default_out=Path("datasets/bank/bank.sqlite"), default_seed=DEFAULT_SEED,
+                             build=build_bank_database, tables=INSERT_ORDER)
 
 
 if __name__ == "__main__":
