@@ -27,21 +27,27 @@ model: setup  ## download and verify the local model (Qwen2.5-Coder-0.5B-Instruc
 system-deps:  ## install system packages the tests need (PostgreSQL server, Chromium) if missing
 	bash infra/local/install_system_deps.sh
 
-data: setup  ## build the bundled golden database through DVC
-	$(BIN)/dvc repro build_bank
+data: setup  ## build the bundled golden databases through DVC
+	$(BIN)/dvc repro build_bank build_freight
 
 demo: setup model  ## run the main job on the embedded defaults: the whole DVC pipeline
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
-	@$(BIN)/t2s metrics show reports/bank/selfcheck_metrics.json reports/bank/example_metrics.json
+	@$(BIN)/t2s metrics show reports/bank/selfcheck_metrics.json reports/freight/selfcheck_metrics.json reports/bank/example_metrics.json
 	@echo
-	@echo "Leaderboard (reports/compare/bank/leaderboard.md):"
+	@echo "Leaderboard on bank, the bundled set (reports/compare/bank/leaderboard.md):"
 	@cat reports/compare/bank/leaderboard.md
 	@echo
-	@$(BIN)/python -c "import json; d = json.load(open('reports/promotion/bank.json')); print('Promotion:', 'PROMOTED' if d['promoted'] else 'not promoted', '-', d['challenger']); [print('  ' + r) for r in d.get('reasons', [])]"
+	@echo "Leaderboard on freight, held out (reports/compare/freight/leaderboard.md):"
+	@cat reports/compare/freight/leaderboard.md
 	@echo
-	@echo "HTML report:  reports/compare/bank/report.html"
-	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  → http://127.0.0.1:5000, experiment t2s/bank"
+	@echo "The decision, every item of both (reports/compare/leaderboard.md):"
+	@cat reports/compare/leaderboard.md
+	@echo
+	@$(BIN)/python -c "import json; d = json.load(open('reports/promotion/decision.json')); print('Promotion:', 'PROMOTED' if d['promoted'] else 'not promoted', '-', d['challenger']); [print('  ' + r) for r in d.get('reasons', [])]"
+	@echo
+	@echo "HTML reports: reports/compare/report.html (the decision), reports/compare/{bank,freight}/report.html"
+	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  → http://127.0.0.1:5000, experiments t2s/bank, t2s/freight"
 	@echo "Audit log:    audit/promotions.jsonl · pipeline: dvc.yaml (a second 'make demo' re-runs nothing)"
 
 test: setup system-deps model infra-tools  ## set up and run the whole test suite (slow tests included)

@@ -38,15 +38,18 @@ def test_dvc_repro_builds_validates_and_scores(tmp_path: Path) -> None:
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "snapshot"], repo, env)
-    scoring = ["build_bank", "validate_bank", "selfcheck_bank", "score_bank_examples"]
-    out = _run([f"{bindir}/dvc", "repro", "score_bank_examples", "selfcheck_bank"], repo, env)
+    scoring = ["build_bank", "validate_bank", "selfcheck_bank", "score_bank_examples", "build_freight",
+               "validate_freight", "selfcheck_freight"]
+    out = _run([f"{bindir}/dvc", "repro", "score_bank_examples", "selfcheck_bank", "selfcheck_freight"], repo, env)
     assert all(f"Running stage '{s}'" in out for s in scoring)
-    selfcheck = json.loads((repo / "reports/bank/selfcheck_metrics.json").read_text())
-    assert selfcheck["execution_accuracy"] == 1.0
+    for dataset in ("bank", "freight"):
+        selfcheck = json.loads((repo / f"reports/{dataset}/selfcheck_metrics.json").read_text())
+        assert selfcheck["execution_accuracy"] == 1.0
     examples = json.loads((repo / "reports/bank/example_metrics.json").read_text())
     assert 0.5 < examples["execution_accuracy"] < 0.8
 
-    # The whole pipeline on a small matrix with the real local model: 2 prompt versions × 4 questions.
+    # The whole pipeline on a small matrix with the real local model: 2 prompt versions × 4 questions of the
+    # bundled set and 4 of the held-out set.
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["eval"]["prompts"] = {"v1": "sql-analyst@1", "v2": "sql-analyst@2"}
     params["eval"]["limit"] = 4
@@ -56,8 +59,12 @@ def test_dvc_repro_builds_validates_and_scores(tmp_path: Path) -> None:
         assert f"Running stage '{stage}'" in full, full[-3000:]
     assert not any(f"Running stage '{s}'" in full for s in scoring)
     assert (repo / "reports/compare/bank/report.html").is_file()
-    decision = json.loads((repo / "reports/promotion/bank.json").read_text())
+    assert (repo / "reports/compare/freight/report.html").is_file()
+    board = json.loads((repo / "reports/compare/leaderboard.json").read_text())
+    assert {r["n"] for r in board} == {8} and {r["dataset"] for r in board} == {"bank+freight"}
+    decision = json.loads((repo / "reports/promotion/decision.json").read_text())
     assert decision["promoted"] is True and decision["record"]["action"] == "first_promotion"
+    assert decision["record"]["gate"]["checks"] == {"heldout": True}
     audit = (repo / "audit/promotions.jsonl").read_text().splitlines()
     assert len(audit) == 1
 
