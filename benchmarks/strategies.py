@@ -7,7 +7,7 @@ core with one question in flight per server, as `t2s eval` runs; questions group
 server reuses the schema prefix; s/q is wall time over questions).
 
     .venv/bin/python benchmarks/strategies.py --versions 1,2,3,4,5,6 --baseline 3 --bank-limit 30 \\
-        --spider /tmp/spider-sample-ds --spider-limit 30
+        --freight-limit 40 --spider /tmp/spider-sample-ds --spider-limit 30
 
 ``--spider`` takes a dataset made by ``t2s datasets import-spider ../shared/spider-sample --out DIR`` (never
 commit it). Each slice is every n-th item (bank is ordered by difficulty, Spider by database); few-shot
@@ -26,6 +26,7 @@ from pathlib import Path
 from evals.metrics import summarize
 from evals.scoring import ScoreConfig, score_dataset
 from evals.stats import mcnemar_exact
+from pipelines.eval_config import select_items
 from t2s.datasets import Dataset, GoldExample, load_dataset, load_split, open_db
 from t2s.generator import SqlGenerator
 from t2s.llm import LLMClient
@@ -38,14 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def slice_of(ds: Dataset, limit: int, spread: bool) -> tuple[list[GoldExample], list[GoldExample]]:
     """(evaluated items, the rest): the first ``limit`` items, or every n-th one with ``spread``."""
-    items = list(ds.examples)
-    if not spread or limit >= len(items):
-        chosen = items[:limit]
-    else:
-        step = len(items) / limit
-        chosen = [items[int(i * step)] for i in range(limit)]
+    chosen = select_items(list(ds.examples), limit, "spread" if spread else "first")
     ids = {ex.id for ex in chosen}
-    return chosen, [ex for ex in items if ex.id not in ids]
+    return chosen, [ex for ex in ds.examples if ex.id not in ids]
 
 
 def run_dataset(label: str, ds: Dataset, items: list[GoldExample], rest: list[GoldExample], versions: list[int],
@@ -108,6 +104,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=3, help="Version the others are compared with.")
     parser.add_argument("--bank-limit", type=int, default=30,
                         help="N bank questions spread over the set, which is ordered by difficulty (0: skip).")
+    parser.add_argument("--freight-limit", type=int, default=0,
+                        help="N questions of the held-out freight set, spread (0: skip; needs `make data`).")
     parser.add_argument("--spider", type=Path, default=None, help="An imported Spider dataset directory.")
     parser.add_argument("--spider-limit", type=int, default=30)
     args = parser.parse_args()
@@ -122,6 +120,11 @@ def main() -> None:
                 bank = load_dataset(ROOT / "datasets" / "bank")
                 items, rest = slice_of(bank, args.bank_limit, spread=True)
                 run_dataset("bank", bank, items, rest, versions, args.baseline, server.base_urls, "t2s", lib, tmp)
+            if args.freight_limit:
+                freight = load_dataset(ROOT / "datasets" / "freight")
+                items, rest = slice_of(freight, args.freight_limit, spread=True)
+                run_dataset("freight (held out)", freight, items, rest, versions, args.baseline, server.base_urls,
+                            "t2s", lib, tmp)
             if args.spider is not None:
                 spider = load_dataset(args.spider)
                 items, rest = slice_of(spider, args.spider_limit, spread=True)
