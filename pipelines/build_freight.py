@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import random
-import sqlite3
 import sys
 from datetime import date, datetime, timedelta
 from itertools import pairwise
@@ -463,24 +462,6 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
 
 INSERT_ORDER = ["Depot", "Customer", "Vehicle", "Driver", "ShipmentStatus", "Shipment", "ShipmentItem",
                 "ShipmentLeg", "DeliveryEvent"]
-
-
-def _write_sqlite(path: Path, rows: dict[str, list[tuple]]) -> None:
-    """Create the schema at ``path`` (a new file), insert ``rows`` with foreign keys enforced, compact."""
-    con = sqlite3.connect(path)
-    try:
-        for pragma in ("foreign_keys = ON", "journal_mode = OFF", "synchronous = OFF"):
-            con.execute(f"PRAGMA {pragma}")
-        con.executescript(SCHEMA)
-        with con:
-            for table in INSERT_ORDER:
-                width = len(rows[table][0])
-                con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * width)})", rows[table])
-        if broken := con.execute("PRAGMA foreign_key_check").fetchall():
-            raise RuntimeError(f"foreign key violations in generated data: {broken[:5]}")
-        con.execute("VACUUM")
-    finally:
-        con.close()
 
 
 def build_freight_database(out: Path, seed: int = DEFAULT_SEED) -> Path:
