@@ -110,3 +110,17 @@ def test_limits_per_dataset() -> None:
     for bad in ({"bank": 0}, -3):
         with pytest.raises(ConfigError, match="positive number of questions"):
             build_config(None, {"prompts": ["p@1"], "limit": bad})
+
+
+def test_the_served_dataset_of_a_pooled_decision() -> None:
+    from cli.compare_cli import decision_runs
+
+    runs = [run("a", "bank", [True]), run("a", "freight", [False]), run("a", "shop", [True])]
+    with pytest.raises(ConfigError, match="--serve-dataset"):  # two sets are not held out: which one serves?
+        decision_runs(runs, ["freight"])
+    assert decision_runs(runs, ["freight", "shop"])[0].run_id == "a-bank"
+    assert decision_runs(runs, ["freight"], "shop")[0].run_id == "a-shop"
+    with pytest.raises(ConfigError, match="'spider' is not in the sweep"):
+        decision_runs(runs, [], "spider")
+    with pytest.raises(ConfigError, match="no variant was evaluated on every dataset"):
+        decision_runs([run("a", "bank", [True]), run("b", "freight", [True])], ["freight"])
