@@ -102,7 +102,8 @@ def _report(group, policy, folder: Path):  # type: ignore[no-untyped-def]
     write_html_report(folder / "report.html", group, champ_variant, policy)
     console.print(leaderboard_table(rows, title=f"Leaderboard: {group[0].dataset} (execution accuracy)"))
     console.print(f"leaderboard → {folder / 'leaderboard.md'} · report → {folder / 'report.html'}")
-    summary = {"variants": len(rows), "best_execution_accuracy": rows[0]["execution_accuracy"], "best_valid_sql_rate": rows[0]["valid_sql_rate"]}
+    summary = {"variants": len(rows), "best_execution_accuracy": rows[0]["execution_accuracy"],
+               "best_valid_sql_rate": rows[0]["valid_sql_rate"]}
     if champ_variant is not None:
         summary["champion_execution_accuracy"] = champ_variant.metrics["execution_accuracy"]
     return rows, summary
