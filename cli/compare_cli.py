@@ -222,7 +222,9 @@ def promote(
         if run_id:
             picked = download_variant(run_id)
             siblings = load_variants(picked.sweep_id, None) if picked.sweep_id else [picked]
-            siblings = decision_runs(siblings, gate.heldout, serve_dataset or picked.dataset)
+            # The picked run's dataset serves, unless it is a held-out one (then the default applies).
+            serves = serve_dataset or (None if picked.dataset in gate.heldout else picked.dataset)
+            siblings = decision_runs(siblings, gate.heldout, serves)
             challenger = next(v for v in siblings if v.variant == picked.variant)
         elif best:
             siblings = decision_runs(load_variants(sweep, directory), gate.heldout, serve_dataset)

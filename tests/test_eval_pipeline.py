@@ -314,3 +314,10 @@ def test_a_sweep_with_a_held_out_set_decides_on_every_item_of_both(project: dict
     # The registered version stands for the run on the dataset it serves (not the held-out one).
     served = client.get_run(champion.tags["t2s.variant_run_id"])
     assert served.data.tags["t2s.dataset"] == "mini"
+    # Naming a variant's run on the held-out set decides on both sets too, and the gate refuses the worse one.
+    exp = client.get_experiment_by_name("t2s/held")
+    v1_held = next(r for r in client.search_runs([exp.experiment_id], "tags.`t2s.kind` = 'variant'")
+                   if r.data.tags["t2s.variant"].startswith("demo@1"))
+    refused = run("promote", v1_held.info.run_id, "--params", str(params))
+    assert refused.exit_code == 2 and "on 12 paired items" in refused.output, refused.output
+    assert client.get_model_version_by_alias("t2s-generator", "champion").version == champion.version
