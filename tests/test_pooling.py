@@ -124,3 +124,14 @@ def test_the_served_dataset_of_a_pooled_decision() -> None:
         decision_runs(runs, [], "spider")
     with pytest.raises(ConfigError, match="no variant was evaluated on every dataset"):
         decision_runs([run("a", "bank", [True]), run("b", "freight", [True])], ["freight"])
+
+
+def test_the_pooled_report_shows_the_gate_dataset_by_dataset(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.comparison_report import write_html_report
+
+    champion = pool_datasets([run("champ", "bank", [False] * 12 + [True] * 8), run("champ", "freight", [True] * 8)])
+    challenger = pool_datasets([run("chall", "bank", [True] * 20), run("chall", "freight", [False] * 3 + [True] * 5)])
+    html = write_html_report(tmp_path / "r.html", [*challenger, *champion], champion[0], POLICY).read_text()
+    assert "<th>dataset</th>" in html and "<td>freight</td>" in html and "<td>bank</td>" in html
+    assert "Dataset &#x27;freight&#x27; regresses by 37.5 pts" in html and "held-out" not in html
+    assert "dataset tolerance 5.0 pts" in html
