@@ -469,10 +469,6 @@ def build_freight_database(out: Path, seed: int = DEFAULT_SEED) -> Path:
     return write_database(out, SCHEMA, INSERT_ORDER, _generate(random.Random(seed)))
 
 
-def table_counts(path: Path) -> dict[str, int]:
-    return sqlite_build.table_counts(path, INSERT_ORDER)
-
-
 def main(argv: list[str] | None = None) -> int:
     return sqlite_build.main(argv, prog="python -m pipelines.build_freight", doc=__doc__ or "",
                              default_out=Path("datasets/freight/freight.sqlite"), default_seed=DEFAULT_SEED,
