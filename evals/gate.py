@@ -9,8 +9,9 @@ The challenger is promoted only when, on the same golden items, it
    than ``dataset_tolerance``;
 5. when ``heldout`` names datasets the versions were not written against, the decision covers one of them.
 
-With no champion yet (only check 5 applies) the challenger is promoted as the first champion. Every reason is a sentence with
-the numbers behind it, for people, the audit log and the registry tags (:meth:`GateDecision.to_dict`).
+With no champion yet the challenger is promoted as the first champion (only check 5 applies). Every reason
+is a sentence with the numbers behind it, for people, the audit log and the registry tags
+(:meth:`GateDecision.to_dict`).
 """
 
 from __future__ import annotations
@@ -114,10 +115,10 @@ class GateDecision:
         return tags
 
 
-def _heldout_check(run: VariantRun, policy: GatePolicy) -> tuple[bool | None, str | None]:
-    """(covered, reason) when the policy names held-out datasets; (None, None) when it names none."""
+def _heldout_check(run: VariantRun, policy: GatePolicy) -> tuple[bool, str] | None:
+    """(covered, reason) when the policy names held-out datasets; None when it names none."""
     if not policy.heldout:
-        return None, None
+        return None
     datasets = datasets_of(run)
     covered = [d for d in datasets if d in policy.heldout]
     if covered:
@@ -131,18 +132,18 @@ def _heldout_check(run: VariantRun, policy: GatePolicy) -> tuple[bool | None, st
 def decide(challenger: VariantRun, champion: VariantRun | None, policy: GatePolicy | None = None) -> GateDecision:
     """Apply the promotion gate. Raises ``ValueError`` when the runs were not evaluated on the same items."""
     policy = policy or GatePolicy()
-    heldout_ok, heldout_reason = _heldout_check(challenger, policy)
+    heldout = _heldout_check(challenger, policy)
     if champion is None:
         reasons = [f"There is no champion yet, so {challenger.variant} is promoted as the first champion "
                    "without a paired comparison."]
-        checks = {}
-        if heldout_ok is not None:
-            checks["heldout"] = heldout_ok
-            if not heldout_ok:
+        checks: dict[str, bool] = {}
+        if heldout is not None:
+            checks["heldout"], reason = heldout
+            if not checks["heldout"]:
                 reasons = [f"There is no champion yet, but {challenger.variant} cannot be the first champion "
                            "on this evidence."]
-            reasons.append(heldout_reason or "")
-        return GateDecision(passed=heldout_ok is not False, first_promotion=True, challenger=challenger.variant,
+            reasons.append(reason)
+        return GateDecision(passed=all(checks.values()), first_promotion=True, challenger=challenger.variant,
                             champion=None, policy=policy, reasons=reasons, comparison=None, checks=checks)
 
     bootstrap = {"n_resamples": policy.n_resamples, "confidence": policy.confidence, "seed": policy.seed}
@@ -172,31 +173,30 @@ def decide(challenger: VariantRun, champion: VariantRun | None, policy: GatePoli
                            f"{fmt_pts(policy.min_gain, signed=False)}.")
 
     checks = {"significant": significant, "min_gain": gain_ok,
-              "no_bucket_regression": _tolerated(cmp, "Difficulty bucket", policy.bucket_tolerance, policy, reasons)}
+              "no_bucket_regression": _tolerated(cmp, "difficulty bucket", policy.bucket_tolerance, policy, reasons)}
     by_dataset = None
     if len(datasets_of(challenger)) > 1:
         by_dataset = compare_runs(challenger, champion, by="dataset", **bootstrap)
-        checks["no_dataset_regression"] = _tolerated(by_dataset, "Dataset", policy.dataset_tolerance, policy,
+        checks["no_dataset_regression"] = _tolerated(by_dataset, "dataset", policy.dataset_tolerance, policy,
                                                      reasons)
-    if heldout_ok is not None:
-        checks["heldout"] = heldout_ok
-        reasons.append(heldout_reason or "")
+    if heldout is not None:
+        checks["heldout"], reason = heldout
+        reasons.append(reason)
     return GateDecision(passed=all(checks.values()), first_promotion=False, reasons=reasons, comparison=cmp,
                         challenger=challenger.variant, champion=champion.variant, checks=checks, policy=policy,
                         by_dataset=by_dataset)
 
 
 def _tolerated(cmp: Comparison, what: str, tol: float, policy: GatePolicy, reasons: list[str]) -> bool:
-    """True when no bucket of ``cmp`` regresses by more than ``tol``; one reason per regression, or one for
-    the weakest bucket."""
+    """True when no bucket of ``cmp`` (a ``what``: "difficulty bucket", "dataset") regresses by more than
+    ``tol``; one reason per regression, or one for the weakest bucket."""
     regressed = [bc for bc in cmp.buckets.values() if bc.diff < -tol - _EPS]
     for bc in regressed:
-        reasons.append(f"{what} '{bc.bucket}' regresses by {fmt_pts(-bc.diff, signed=False)} "
+        reasons.append(f"{what.capitalize()} '{bc.bucket}' regresses by {fmt_pts(-bc.diff, signed=False)} "
                        f"({_pct(bc.champion_acc)} → {_pct(bc.challenger_acc)} on {bc.n} items, "
                        f"{_ci(bc, policy.confidence)}), beyond the tolerance of {fmt_pts(tol, signed=False)}.")
     if not regressed and cmp.buckets:
         worst = min(cmp.buckets.values(), key=lambda bc: bc.diff)
-        noun = "difficulty bucket" if what.startswith("Difficulty") else what.lower()
-        reasons.append(f"No {noun} regresses by more than {fmt_pts(tol, signed=False)} "
+        reasons.append(f"No {what} regresses by more than {fmt_pts(tol, signed=False)} "
                        f"(weakest: '{worst.bucket}' at {fmt_pts(worst.diff)} on {worst.n} items).")
     return not regressed
