@@ -72,9 +72,10 @@ def decision_runs(variants, heldout, primary: str | None = None):  # type: ignor
             raise ConfigError(f"the sweep covers {', '.join(names)}: name the dataset the promoted version serves "
                               "with --serve-dataset")
         primary = candidates[0]
-    if primary not in names:
-        raise ConfigError(f"--serve-dataset {primary!r} is not in the sweep ({', '.join(names)})")
-    pooled = pool_datasets(variants, primary=primary)
+    try:
+        pooled = pool_datasets(variants, primary=primary)
+    except ValueError as exc:  # the dataset to serve is not in the sweep, or a variant ran twice on one
+        raise ConfigError(str(exc)) from None
     if not pooled:
         raise ConfigError(f"no variant was evaluated on every dataset of the sweep ({', '.join(names)})")
     return pooled
