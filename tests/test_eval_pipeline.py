@@ -258,7 +258,9 @@ def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[st
 
 
 @pytest.mark.parametrize(("gate", "field"), [({"alpha": 2}, "gate.alpha"), ({"min_gain": -1}, "gate.min_gain"),
-                                              ({"alpah": 0.1}, "gate.alpah")])
+                                              ({"alpah": 0.1}, "gate.alpah"),
+                                              ({"dataset_tolerance": 2}, "gate.dataset_tolerance"),
+                                              ({"heldout": "freight"}, "gate.heldout")])
 def test_a_malformed_gate_config_is_named(project: dict[str, Any], gate: dict[str, Any], field: str) -> None:
     params = project["root"] / "params.yaml"
     params.write_text(yaml.safe_dump({"gate": gate}))
