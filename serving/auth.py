@@ -9,10 +9,18 @@ Contract of :meth:`Authenticator.authenticate` (the FastAPI dependencies in :mod
   ``kid`` at most once per ``T2S_SERVE_JWKS_COOLDOWN_S`` (key rotation without a refetch storm). Claims:
   signature, ``exp`` (required), ``nbf``, ``iss`` (= ``T2S_SERVE_JWT_ISSUER``), ``token_use == "access"``
   (an ID token is refused), ``client_id`` (Cognito access tokens) or ``aud`` in ``T2S_SERVE_JWT_CLIENT_IDS``.
-  Roles come from the ``cognito:groups`` claim: a group in ``T2S_SERVE_JWT_ADMIN_GROUPS`` makes an admin.
+  Roles come from the ``cognito:groups`` claim: a group in ``T2S_SERVE_JWT_ADMIN_GROUPS`` makes an admin, one
+  in ``T2S_SERVE_JWT_REVIEWER_GROUPS`` a reviewer; a group in ``T2S_SERVE_JWT_ACT_FOR_USERS_GROUPS`` lets the
+  principal (e.g. a back end holding a client-credentials token) name the end user it acts for.
 - **API key** (``X-API-Key: …``): only the SHA-256 of each key is configured (``T2S_SERVE_API_KEYS_FILE``,
-  a JSON list of ``{"name", "sha256", "role"}``); the presented key's digest is compared with every record
-  in constant time. ``python -m serving.auth new-key NAME [--role admin]`` makes a key and its record.
+  a JSON list of ``{"name", "sha256", "role", "act_for_users"}``); the presented key's digest is compared
+  with every record in constant time. ``python -m serving.auth new-key NAME [--role admin]
+  [--act-for-users]`` makes a key and its record.
+
+Roles: ``caller`` asks and labels its own queries; ``reviewer`` may also label anyone's query (its label
+supersedes the owner's, see :meth:`serving.store.Store.label`); ``admin`` has the reviewer's rights and
+reloads, stops experiments and reads reports. The experiment's user is the principal itself
+(:func:`experiment_user`): a body's ``user_id`` counts only from a principal allowed to act for users.
 
 Failures: :class:`Unauthenticated` (401: missing, malformed, expired, tampered, wrong issuer/audience,
 unknown kid, ID token, unknown API key), :class:`Forbidden` (403: valid but not allowed),
@@ -31,12 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from t2s.errors import ConfigError, Text2SQLError
 from t2s.settings import Settings
 
-Role = Literal["caller", "admin"]
+Role = Literal["caller", "reviewer", "admin"]
+_RANK = {"caller": 0, "reviewer": 1, "admin": 2}
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
@@ -55,15 +64,39 @@ class AuthUnavailable(Text2SQLError):
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller. ``id`` keys rate limits and logs: never a credential."""
+    """The authenticated caller. ``id`` keys rate limits, logs and query ownership: never a credential.
+
+    ``subject`` is who the caller is as an experiment user (a token's ``sub``, ``key:<name>`` for an API
+    key); ``act_for_users`` lets it name the end user of a request instead (``user_id`` in the body).
+    """
 
     id: str
     role: Role
     method: Literal["jwt", "api_key", "none"]
+    subject: str = ""
+    act_for_users: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_reviewer(self) -> bool:
+        """May label any query (admins may too)."""
+        return _RANK[self.role] >= _RANK["reviewer"]
+
+
+def experiment_user(principal: Principal, given: str | None) -> str | None:
+    """The user id a request is assigned and recorded under.
+
+    Without auth (loopback development) the body's ``user_id`` is taken as given. With auth, an ordinary
+    principal is its own user (``subject``) whatever the body says, so nobody can pose as another user to
+    pick a variant; a principal allowed to act for users passes its end user's id (``None``: assigned at
+    random and flagged, as before).
+    """
+    if principal.method == "none" or principal.act_for_users:
+        return given
+    return principal.subject or principal.id
 
 
 class ApiKeyRecord(BaseModel):
@@ -72,16 +105,31 @@ class ApiKeyRecord(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
     role: Role = "caller"
+    act_for_users: bool = Field(False, description="May name the end user of a request (body user_id).")
+
+
+class AccessClaims(BaseModel):
+    """The claims an access token must carry, with their types (strict: a number is not a string)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    sub: str = Field(min_length=1, max_length=256)
+    token_use: str
+    client_id: str | None = None
+    aud: str | list[str] | None = None
+
+
+_GROUPS: TypeAdapter[str | list[str] | None] = TypeAdapter(str | list[str] | None)
 
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_api_key(name: str, role: Role = "caller") -> tuple[str, ApiKeyRecord]:
+def new_api_key(name: str, role: Role = "caller", act_for_users: bool = False) -> tuple[str, ApiKeyRecord]:
     """A fresh random key (shown once) and the record to store (its digest only)."""
     key = "t2s_" + secrets.token_urlsafe(32)
-    return key, ApiKeyRecord(name=name, sha256=key_digest(key), role=role)
+    return key, ApiKeyRecord(name=name, sha256=key_digest(key), role=role, act_for_users=act_for_users)
 
 
 def load_api_keys(path: Path | None) -> list[ApiKeyRecord]:
@@ -153,7 +201,8 @@ class Authenticator:
                 found = record
         if found is None:
             raise Unauthenticated("unknown API key")
-        return Principal(id=f"key:{found.name}", role=found.role, method="api_key")
+        return Principal(id=f"key:{found.name}", role=found.role, method="api_key", subject=f"key:{found.name}",
+                         act_for_users=found.act_for_users)
 
     def _from_jwt(self, token: str) -> Principal:
         import jwt
@@ -189,34 +238,44 @@ class Authenticator:
             raise Unauthenticated(f"token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token ({type(exc).__name__})") from None
-        if claims.get("token_use") != "access":
+        try:  # a validly signed token can still carry claims of the wrong shape: 401, never a crash
+            checked = AccessClaims.model_validate(claims)
+            groups = _GROUPS.validate_python(claims.get(s.serve_jwt_roles_claim), strict=True)
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or s.serve_jwt_roles_claim
+            raise Unauthenticated(f"malformed token claims ({where[:40]})") from None
+        if checked.token_use != "access":
             raise Unauthenticated("not an access token (token_use must be 'access'; ID tokens are refused)")
-        aud = claims.get("aud")
-        audiences = {claims.get("client_id")} | (set(aud) if isinstance(aud, list) else {aud})
+        aud = checked.aud
+        audiences = {checked.client_id} | (set(aud) if isinstance(aud, list) else {aud})
         if not audiences & set(s.serve_jwt_client_ids):
             raise Unauthenticated("token issued to another client (client_id/aud)")
-        groups = claims.get(s.serve_jwt_roles_claim) or []
-        groups = [groups] if isinstance(groups, str) else list(groups)
-        role: Role = "admin" if set(groups) & set(s.serve_jwt_admin_groups) else "caller"
-        return Principal(id=f"jwt:{claims['sub']}", role=role, method="jwt")
+        groups = {groups} if isinstance(groups, str) else set(groups or ())
+        role: Role = ("admin" if groups & set(s.serve_jwt_admin_groups) else
+                      "reviewer" if groups & set(s.serve_jwt_reviewer_groups) else "caller")
+        return Principal(id=f"jwt:{checked.sub}", role=role, method="jwt", subject=checked.sub,
+                         act_for_users=bool(groups & set(s.serve_jwt_act_for_users_groups)))
 
 
 def require_role(principal: Principal, role: Role) -> None:
-    if role == "admin" and not principal.is_admin:
-        raise Forbidden(f"this call needs the admin role; {principal.id} is a {principal.role}")
+    if _RANK[principal.role] < _RANK[role]:
+        raise Forbidden(f"this call needs the {role} role; {principal.id} is a {principal.role}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m serving.auth new-key NAME [--role caller|admin]``: print a key and its record."""
+    """``python -m serving.auth new-key NAME [--role caller|reviewer|admin] [--act-for-users]``: print a key
+    and its record."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m serving.auth")
     sub = parser.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new-key", help="make an API key; store only the printed record")
     new.add_argument("name")
-    new.add_argument("--role", choices=["caller", "admin"], default="caller")
+    new.add_argument("--role", choices=list(_RANK), default="caller")
+    new.add_argument("--act-for-users", action="store_true",
+                     help="the key's holder (a back end) may name the end user of each request")
     args = parser.parse_args(argv)
-    key, record = new_api_key(args.name, args.role)
+    key, record = new_api_key(args.name, args.role, args.act_for_users)
     print(f"key (give it to the caller; it is not stored): {key}", file=sys.stderr)
     print(record.model_dump_json())
     return 0

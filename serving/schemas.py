@@ -20,7 +20,9 @@ class SqlCreate(BaseModel):
     database: str = Field("bank", min_length=1, max_length=64, description="A served database name (GET /health/ready lists them).")
     user_id: str | None = Field(None, min_length=1, max_length=256,
                                 description="Stable id of the end user: keeps them on one variant. Without it "
-                                            "the variant is chosen at random and reported separately.")
+                                            "the variant is chosen at random and reported separately. With "
+                                            "authentication on it counts only from a caller allowed to act "
+                                            "for users; any other caller is its own user.")
     execute: StrictBool = Field(True, description="Run the SQL (read-only) and return rows.")
     max_rows: int | None = Field(None, ge=1, le=100_000, description="Rows to return (capped by the service).")
 
@@ -56,6 +58,9 @@ class FeedbackPublic(BaseModel):
     query_id: str
     correct: bool
     recorded_at: datetime
+    source: Literal["owner", "reviewer"] = Field(
+        description="`owner`: the caller asked this query; `reviewer`: a reviewer's label, which supersedes "
+                    "the owner's (the latest review is the effective label).")
 
 
 class ErrorBody(BaseModel):

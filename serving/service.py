@@ -162,7 +162,9 @@ class Service:
     # -- one request
 
     def answer(self, question: str, database: str, user_id: str | None, execute: bool,
-               max_rows: int | None) -> Answer:
+               max_rows: int | None, principal: str | None = None) -> Answer:
+        """``user_id``: the experiment user (see :func:`serving.auth.experiment_user`); ``principal``: who
+        asked (the query's owner, recorded)."""
         start = time.perf_counter()
         pool = self.databases.get(database)
         if pool is None:
@@ -209,7 +211,8 @@ class Service:
             random_assignment=choice.random_assignment, experiment=exp.name, variant=variant.name,
             prompt_version=variant.prompt_version, model_version=variant.model_version, model=variant.model,
             database=database, question=question, sql=sql, outcome=outcome, detail=detail or None,
-            latency_ms=(time.perf_counter() - start) * 1000.0, rows_returned=None if rows is None else len(rows))
+            latency_ms=(time.perf_counter() - start) * 1000.0, rows_returned=None if rows is None else len(rows),
+            principal=principal)
         try:
             self.store.record(record)
         except Exception as exc:  # the store is down: the record goes to the log instead of being lost

@@ -6,9 +6,16 @@ owned by the Alembic migrations in ``serving/migrations`` (:func:`migrate`). Tab
 - ``queries``: one row per request that reached generation — query id, time, user hash (the raw id only
   when ``T2S_SERVE_STORE_RAW_USER_ID`` is set), experiment, variant, prompt and model versions, database,
   question, SQL, outcome class, detail, latency, rows returned.
-- ``feedback``: at most one label per query (primary key = query id). **A second label is refused**
-  (:class:`LabelExists`, HTTP 409): labels are the evidence behind the experiment report, and letting a
-  double submit or a second reviewer silently overwrite the first would change results already read.
+- ``queries.principal``: who asked (``jwt:<sub>``, ``key:<name>``, as in the request log) — the query's
+  owner. With a principal allowed to act for users, ``user_hash`` is its end user's and ``principal`` the
+  service's: both are recorded.
+- ``feedback``: the **effective** label of each query (primary key = query id), with its ``source`` and
+  the ``principal`` who gave it. Only the owner or a reviewer may label (anyone else is told the query
+  does not exist, :class:`UnknownQuery`). The owner labels once: a second label is refused
+  (:class:`LabelExists`, HTTP 409, without saying what the first one was); a reviewer's label supersedes
+  the owner's, and a later reviewer's label supersedes an earlier one (see :meth:`Store.label`).
+- ``label_history``: every accepted label, in order, so a superseded label is never lost.
+- ``service_control``: a counter ``/admin/reload`` bumps so every process reloads (:mod:`serving.reload`).
 - ``experiment_status``: an experiment stopped on one variant; every process and replica reads it, so
   stopping needs no restart.
 
@@ -56,7 +63,12 @@ queries = sa.Table(
     sa.Column("detail", sa.Text, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("rows_returned", sa.Integer, nullable=True),
+    sa.Column("principal", sa.String(300), nullable=True, index=True),
 )
+
+# Where the effective label came from: the query's owner, a reviewer, or a label recorded before labels
+# were tied to their owner (any caller could give it).
+LABEL_SOURCES = ("owner", "reviewer", "unverified")
 
 feedback = sa.Table(
     "feedback", metadata,
@@ -65,6 +77,27 @@ feedback = sa.Table(
     sa.Column("correct", sa.Boolean, nullable=False),
     sa.Column("corrected_sql", sa.Text, nullable=True),
     sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("principal", sa.String(300), nullable=True),
+    sa.Column("source", sa.String(16), nullable=False, server_default="unverified"),
+)
+
+label_history = sa.Table(
+    "label_history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("query_id", sa.String(36), sa.ForeignKey("queries.query_id"), nullable=False, index=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("principal", sa.String(300), nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("correct", sa.Boolean, nullable=False),
+    sa.Column("corrected_sql", sa.Text, nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+)
+
+service_control = sa.Table(
+    "service_control", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 experiment_status = sa.Table(
@@ -81,7 +114,15 @@ class UnknownQuery(Text2SQLError):
 
 
 class LabelExists(Text2SQLError):
-    """The query already has a label; the first label stands."""
+    """The owner labelled this query already; the first label stands (a reviewer may supersede it)."""
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    recorded_at: datetime
+    source: str  # owner | reviewer
+    first: bool  # the query had no label before this one
+    superseded: str | None = None  # the source of the label this one replaced
 
 
 @dataclass(frozen=True)
@@ -103,6 +144,7 @@ class QueryRecord:
     detail: str | None
     latency_ms: float
     rows_returned: int | None
+    principal: str | None = None
 
 
 def user_hash(key: str, user_id: str) -> str:
@@ -249,25 +291,61 @@ class Store:
 
     # -- labels
 
-    def label(self, query_id: str, correct: bool, corrected_sql: str | None, comment: str | None) -> datetime:
-        """Record the one label of ``query_id``; :class:`UnknownQuery` or :class:`LabelExists` otherwise."""
+    def label(self, query_id: str, correct: bool, corrected_sql: str | None, comment: str | None, *,
+              principal: str, reviewer: bool = False) -> LabelResult:
+        """Label ``query_id`` as ``principal`` (``reviewer``: it has the reviewer role).
+
+        - Only the query's owner (the principal that asked) or a reviewer may label it; for anyone else the
+          query does not exist (:class:`UnknownQuery`, the same message as an unknown id, so ids are not
+          confirmed). Queries recorded before owners were stored can be labelled by reviewers only.
+        - The owner's label is ``source="owner"``; it is given once — a second one is
+          :class:`LabelExists` (HTTP 409), and so is an owner's label after a reviewer's.
+        - A reviewer's label on someone else's query is ``source="reviewer"`` and becomes the effective
+          label, superseding the owner's or an earlier reviewer's (the latest review wins). A reviewer
+          labelling its own query is its owner.
+        - Every accepted label is appended to ``label_history``; ``feedback`` keeps the effective one.
+        """
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            known = conn.execute(sa.select(queries.c.query_id).where(queries.c.query_id == query_id)).first()
-            if known is None:
-                raise UnknownQuery(f"no request with query_id {query_id!r} was recorded; use the query_id "
-                                   "returned by POST /v1/sql")
-            previous = conn.execute(sa.select(feedback.c.correct, feedback.c.ts)
-                                    .where(feedback.c.query_id == query_id)).first()
-            if previous is not None:
-                raise LabelExists(f"query {query_id} was already labelled correct={previous[0]} at "
-                                  f"{_utc(previous[1]).isoformat(timespec='seconds')}; the first label stands")
-            try:
-                conn.execute(feedback.insert(), [{"query_id": query_id, "ts": now, "correct": correct,
-                                                  "corrected_sql": corrected_sql, "comment": comment}])
-            except sa.exc.IntegrityError as exc:  # a concurrent label won the race
-                raise LabelExists(f"query {query_id} was already labelled; the first label stands") from exc
-        return now
+        try:
+            with self.engine.begin() as conn:
+                return self._label(conn, now, query_id, correct, corrected_sql, comment, principal, reviewer)
+        except sa.exc.IntegrityError:  # a concurrent first label of the same query won the race
+            if not reviewer:
+                raise LabelExists(f"query {query_id} already has a label; the first label stands") from None
+        with self.engine.begin() as conn:  # that label is committed now: the review supersedes it
+            return self._label(conn, now, query_id, correct, corrected_sql, comment, principal, reviewer)
+
+    @staticmethod
+    def _label(conn: sa.Connection, now: datetime, query_id: str, correct: bool, corrected_sql: str | None,
+               comment: str | None, principal: str, reviewer: bool) -> LabelResult:
+        # FOR UPDATE: concurrent labels of one query take turns on PostgreSQL (SQLite's BEGIN IMMEDIATE already does)
+        row = conn.execute(sa.select(queries.c.principal).where(queries.c.query_id == query_id)
+                           .with_for_update()).first()
+        owner = row is not None and row[0] is not None and row[0] == principal
+        if row is None or not (owner or reviewer):
+            raise UnknownQuery(f"no request with query_id {query_id!r} was recorded; use the query_id "
+                               "returned by POST /v1/sql")
+        source = "owner" if owner else "reviewer"
+        previous = conn.execute(sa.select(feedback.c.source).where(feedback.c.query_id == query_id)).first()
+        if previous is not None and source == "owner":
+            raise LabelExists(f"query {query_id} already has a label; the first label stands")
+        values = {"ts": now, "correct": correct, "corrected_sql": corrected_sql, "comment": comment,
+                  "principal": principal, "source": source}
+        if previous is None:
+            conn.execute(feedback.insert(), [{"query_id": query_id, **values}])
+        else:
+            conn.execute(feedback.update().where(feedback.c.query_id == query_id).values(**values))
+        conn.execute(label_history.insert(), [{"query_id": query_id, **values}])
+        return LabelResult(now, source, first=previous is None, superseded=None if previous is None else previous[0])
+
+    def labels_of(self, query_id: str) -> list[dict[str, Any]]:
+        """Every accepted label of ``query_id``, oldest first (``ts``, ``principal``, ``source``, ``correct``,
+        ``corrected_sql``, ``comment``)."""
+        stmt = (sa.select(label_history.c.ts, label_history.c.principal, label_history.c.source,
+                          label_history.c.correct, label_history.c.corrected_sql, label_history.c.comment)
+                .where(label_history.c.query_id == query_id).order_by(label_history.c.id))
+        with self.engine.connect() as conn:
+            return [{**r, "ts": _utc(r["ts"])} for r in conn.execute(stmt).mappings()]
 
     # -- experiment status
 
@@ -290,18 +368,24 @@ class Store:
     # -- reading for reports and exports
 
     def records_frame(self, experiment: str) -> Any:
-        """The experiment's requests joined with their labels, as the report contract's DataFrame."""
+        """The experiment's requests joined with their labels, as the report contract's DataFrame.
+
+        ``correct`` is each query's **effective** label (nullable boolean): a reviewer's when one labelled
+        it (the latest review), else the owner's. ``label_source`` (object: ``"owner"``, ``"reviewer"``,
+        ``"unverified"`` — given before labels were tied to their owner — or ``None`` when unlabelled)
+        says which, so the report can show what its accuracy rests on.
+        """
         import pandas as pd
 
         stmt = (sa.select(queries.c.query_id, queries.c.ts, queries.c.variant, queries.c.user_hash,
                           queries.c.random_assignment, queries.c.outcome, queries.c.latency_ms,
-                          queries.c.rows_returned, feedback.c.correct)
+                          queries.c.rows_returned, feedback.c.correct, feedback.c.source)
                 .select_from(queries.outerjoin(feedback, feedback.c.query_id == queries.c.query_id))
                 .where(queries.c.experiment == experiment).order_by(queries.c.ts))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         cols = ["query_id", "ts", "variant", "user_hash", "random_assignment", "outcome", "latency_ms",
-                "rows_returned", "correct"]
+                "rows_returned", "correct", "label_source"]
         df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
         df["query_id"] = df["query_id"].astype(object)
         df["ts"] = pd.to_datetime([_utc(t) for t in df["ts"]], utc=True).astype("datetime64[ns, UTC]")
@@ -312,13 +396,18 @@ class Store:
         df["latency_ms"] = df["latency_ms"].astype(float)
         df["rows_returned"] = pd.array(df["rows_returned"].tolist(), dtype="Int64")
         df["correct"] = pd.array([None if pd.isna(v) else bool(v) for v in df["correct"]], dtype="boolean")
+        df["label_source"] = df["label_source"].astype(object).where(df["correct"].notna(), None)
         return df
 
     def labelled_corrections(self) -> list[dict[str, Any]]:
-        """Labels that carry a corrected SQL, with their request: candidates for the golden set."""
+        """Effective labels that carry a corrected SQL, with their request: candidates for the golden set.
+
+        Only the effective label of each query counts (a superseded label is history, not a candidate),
+        and since only a query's owner or a reviewer can label it, ``source`` is ``owner``, ``reviewer``
+        or ``unverified`` (recorded before that rule; anyone could have given it)."""
         stmt = (sa.select(queries.c.query_id, queries.c.question, queries.c.database, queries.c.sql,
                           queries.c.experiment, queries.c.variant, feedback.c.correct, feedback.c.corrected_sql,
-                          feedback.c.comment, feedback.c.ts)
+                          feedback.c.comment, feedback.c.ts, feedback.c.source)
                 .select_from(queries.join(feedback, feedback.c.query_id == queries.c.query_id))
                 .where(feedback.c.corrected_sql.is_not(None)).order_by(feedback.c.ts))
         with self.engine.connect() as conn:

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     serve_jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256"], description="Accepted signature algorithms (asymmetric only).")
     serve_jwt_roles_claim: str = Field("cognito:groups", description="Claim holding the caller's groups.")
     serve_jwt_admin_groups: list[str] = Field(default_factory=lambda: ["admin"], description="Groups that make a caller admin.")
+    serve_jwt_reviewer_groups: list[str] = Field(
+        default_factory=lambda: ["reviewer"], description="Groups that make a caller a reviewer (may label any query).")
+    serve_jwt_act_for_users_groups: list[str] = Field(
+        default_factory=list, description="Groups whose principals may name the end user of a request (body user_id).")
     serve_jwt_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
     serve_jwks_ttl_s: float = Field(300.0, gt=0, description="How long the fetched JWKS is trusted before a refetch.")
     serve_jwks_cooldown_s: float = Field(30.0, ge=0, description="Least time between refetches caused by an unknown kid.")

@@ -79,11 +79,16 @@ def token(private_key: Any, kid: str = "k1", *, alg: str = "RS256", groups: list
     return jwt.encode(claims, private_key, algorithm=alg, headers={"kid": kid})
 
 
-def write_api_keys(path: Path, keys: dict[str, tuple[str, str]]) -> Path:
-    """``name -> (key, role)`` → a keys file holding only digests."""
+def write_api_keys(path: Path, keys: dict[str, tuple[str, str]], act_for_users: tuple[str, ...] = ()) -> Path:
+    """``name -> (key, role)`` → a keys file holding only digests; the keys named in ``act_for_users`` may
+    name their end users. Written atomically (a temporary file renamed over it), as an operator should."""
     from serving.auth import key_digest
 
-    path.write_text(json.dumps([{"name": n, "sha256": key_digest(k), "role": r} for n, (k, r) in keys.items()]))
+    records = [{"name": n, "sha256": key_digest(k), "role": r, **({"act_for_users": True} if n in act_for_users else {})}
+               for n, (k, r) in keys.items()]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(records))
+    tmp.replace(path)
     return path
 
 

@@ -122,6 +122,19 @@ def make_settings(reg: dict[str, Any], store_url: str, experiment: Path, **extra
     return Settings(**values)
 
 
+def pg_store_url(dsn: str) -> str:
+    """A fresh database on the test PostgreSQL server, as a store URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"serving_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return f"postgresql+psycopg://{info['user']}@{info['host']}:{info['port']}/{name}"
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -155,7 +168,7 @@ def start_uvicorn(env: dict[str, str], port: int, log: Path, workers: int = 1) -
 
 
 __all__ = ["ANSWERS", "FakeOpenAI", "answer", "build_registry", "free_port", "make_settings", "md5",
-           "start_fake", "start_uvicorn", "write_experiment"]
+           "pg_store_url", "start_fake", "start_uvicorn", "write_experiment"]
 
 
 # --- fixtures shared by the serving tests (registered as a pytest plugin in tests/conftest.py) ---------

@@ -4,7 +4,6 @@ with bundles from a real MLflow registry and a scripted OpenAI-compatible model 
 from __future__ import annotations
 
 import concurrent.futures
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,21 +14,14 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.store import feedback, queries
-from tests.serving_support import make_settings, md5, write_experiment
+from tests.serving_support import make_settings, md5, pg_store_url, write_experiment
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'serving.db'}"
-    import psycopg
-
-    dsn = request.getfixturevalue("postgres_dsn")
-    name = f"serving_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    return f"postgresql+psycopg://{info['user']}@{info['host']}:{info['port']}/{name}"
+    return pg_store_url(request.getfixturevalue("postgres_dsn"))
 
 
 @pytest.fixture

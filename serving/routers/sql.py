@@ -5,6 +5,7 @@ from __future__ import annotations
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Request
 
+from serving.auth import experiment_user
 from serving.deps import GenerateDep, LimiterDep, ServiceDep
 from serving.schemas import AUTH_RESPONSES, ErrorPublic, SqlCreate, SqlPublic
 
@@ -18,19 +19,23 @@ router = APIRouter(prefix="/v1", tags=["sql"])
     503: {"model": ErrorPublic, "description": "The model endpoint (or its circuit), the variant or the store is "
                                               "unavailable; `Retry-After` says when to retry."}})
 async def create_sql(body: SqlCreate, request: Request, service: ServiceDep, limiter: LimiterDep,
-                     _principal: GenerateDep) -> SqlPublic:
+                     principal: GenerateDep) -> SqlPublic:
     """Generate SQL for the question with the user's variant; execute it read-only unless ``execute`` is
     false. Refused SQL is never executed: ``outcome`` is ``guard_refused`` and ``detail`` says why. Every
-    request is recorded under the returned ``query_id``. While the model endpoint's circuit is open, an
-    identical question answered before comes back with ``cached: true``."""
+    request is recorded under the returned ``query_id``, owned by the caller: only it (or a reviewer) can
+    label it. With authentication on, the experiment user is the caller itself and ``user_id`` is ignored,
+    unless the caller may act for end users (API key ``act_for_users``, or a group in
+    ``T2S_SERVE_JWT_ACT_FOR_USERS_GROUPS``). While the model endpoint's circuit is open, an identical
+    question answered before comes back with ``cached: true``."""
     question = body.question.strip()
     if not question:
         raise HTTPException(422, "question is blank")
     if len(question) > service.settings.serve_max_question_chars:
         raise HTTPException(422, f"question is {len(question)} characters; the limit is "
                                  f"{service.settings.serve_max_question_chars} (T2S_SERVE_MAX_QUESTION_CHARS)")
-    answer = await to_thread.run_sync(service.answer, question, body.database, body.user_id, body.execute,
-                                      body.max_rows, limiter=limiter)
+    answer = await to_thread.run_sync(service.answer, question, body.database,
+                                      experiment_user(principal, body.user_id), body.execute, body.max_rows,
+                                      principal.id, limiter=limiter)
     rec = answer.record
     request.state.record = rec
     request.app.state.metrics.request(
