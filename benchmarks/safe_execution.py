@@ -6,9 +6,11 @@ Prints, measured in one run:
    bundled ``bank`` database (SQLite) and a DuckDB copy of it, for a trivial and a typical query;
 2. guard time: the bundled gold queries on average, and the worst inputs at the guard's limits;
 3. stop time for statements no engine timeout interrupts (time past the timeout until the caller has its
-   ``SqlTimeout``), and for ones the engine stops itself.
+   ``SqlTimeout``), and for ones the engine stops itself;
+4. SQL extraction from model answers: a typical answer, and 1 MB hostile answers of every family the tests
+   use (best of 5), with the time at 100 KB beside it (linear time: about a tenth).
 
-    .venv/bin/python benchmarks/safe_execution.py [--repeat 300]
+    .venv/bin/python benchmarks/safe_execution.py [--repeat 300] [--extract-only]
 """
 
 from __future__ import annotations
@@ -124,11 +126,46 @@ def stop_times(db: Path) -> None:
     box.close()
 
 
+def extraction_times() -> None:
+    from t2s.sql_extract import extract
+    from tests.test_sql_extract import ADVERSARIAL
+
+    print("4. SQL extraction from a model answer (best of 5; SqlError outcomes are refusals, also bounded)")
+
+    def best(text: str, dialect: str) -> tuple[float, str]:
+        times, outcome = [], ""
+        for _ in range(5):
+            start = time.perf_counter()
+            try:
+                outcome = f"{extract(text, dialect).steps} steps"
+            except SqlError as exc:
+                outcome = type(exc).__name__
+            times.append(time.perf_counter() - start)
+        return min(times), outcome
+
+    typical = "Here is the query:\n\n```sql\n" + QUERIES["typical"] + ";\n```\n\nIt counts customers per city."
+    took, outcome = best(typical, "sqlite")
+    print(f"   {'typical fenced answer':24s} {len(typical):>9,} chars {took * 1e6:9.0f} µs  ({outcome})")
+    worst = 0.0
+    for family, text in ADVERSARIAL.items():
+        for dialect in ("sqlite", "postgres", "duckdb"):
+            took, outcome = best(text, dialect)
+            small, _ = best(text[:len(text) // 10], dialect)
+            worst = max(worst, took)
+            print(f"   {family:24s} {dialect:8s} {len(text):>9,} chars {took * 1e3:7.2f} ms  (100 KB: "
+                  f"{small * 1e3:5.2f} ms)  {outcome}")
+    print(f"   slowest 1 MB answer: {worst * 1e3:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=300, help="calls per timing (best of 3)")
     parser.add_argument("--db", type=Path, default=ROOT / "datasets/bank/bank.sqlite")
+    parser.add_argument("--extract-only", action="store_true", help="only section 4 (no database needed)")
     args = parser.parse_args()
+    if args.extract_only:
+        extraction_times()
+        return
     if not args.db.is_file():
         sys.exit(f"{args.db} not found: build it with `dvc repro build_bank` (or `make data`)")
     print(f"Python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, "
@@ -136,6 +173,7 @@ def main() -> None:
     sandbox_overhead(args.db, args.repeat)
     guard_times(args.repeat)
     stop_times(args.db)
+    extraction_times()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ question fails fast (HTTP 503, ``Retry-After``). Both are recorded in the store 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -76,15 +75,12 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-_FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
-
-
 def _guard_refusal(text: str, dialect: str) -> str | None:
     """The guard's reason for refusing the statement in a model answer that holds no SELECT, if any."""
     from t2s.guard import guard_select
+    from t2s.sql_extract import answer_statement
 
-    fenced = _FENCE.search(text or "")
-    candidate = (fenced.group(1) if fenced else text or "").strip()
+    candidate = answer_statement(text)
     if not candidate:
         return None
     try:

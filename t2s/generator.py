@@ -190,7 +190,7 @@ class SqlGenerator:
         call = _Call(completion.text, None, None, "", completion.latency_s, completion.prompt_tokens,
                      completion.completion_tokens, completion.cached, completion.model)
         try:
-            candidate = extract_sql(completion.text)
+            candidate = extract_sql(completion.text, self.spec.dialect)
             call.sql = checked_for(candidate, self.spec.dialect, target.dialect, engine=target.engine)
         except SqlError as exc:
             call.error, call.detail = exc.error_class, str(exc)

@@ -168,9 +168,11 @@ def question_implies_rows(question: str) -> bool:
     return not _NO_ROWS_EXPECTED.search(question)
 
 
-_MISSING_COLUMN = (re.compile(r"no such column: ([\w.$]+)", re.IGNORECASE),  # SQLite
-                   re.compile(r'column "?([\w.$]+)"? does not exist', re.IGNORECASE),  # PostgreSQL
-                   re.compile(r'Referenced column "([\w.$]+)" not found', re.IGNORECASE))  # DuckDB
+# Possessive (++): a name never gives characters back, so an error message holding many near-matches
+# costs linear time.
+_MISSING_COLUMN = (re.compile(r"no such column: ([\w.$]++)", re.IGNORECASE),  # SQLite
+                   re.compile(r'column "?([\w.$]++)"? does not exist', re.IGNORECASE),  # PostgreSQL
+                   re.compile(r'Referenced column "([\w.$]++)" not found', re.IGNORECASE))  # DuckDB
 
 
 def missing_column(detail: str) -> str | None:

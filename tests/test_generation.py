@@ -21,7 +21,7 @@ EXTRACT = {
     "leading-prose": ("Sure! Here is the query:\nSELECT a\nFROM t", "SELECT a\nFROM t"),
     "trailing-prose": ("SELECT a FROM t\n\nThis query selects a.", "SELECT a FROM t"),
     "semicolons": ("SELECT 1;;", "SELECT 1"),
-    "quoted-semicolon": ("SELECT ';' AS s FROM t; SELECT 2", "SELECT ';' AS s FROM t"),
+    "quoted-semicolon": ("SELECT ';' AS s FROM t; -- done", "SELECT ';' AS s FROM t"),
     "lowercase": ("select count(*) from t", "select count(*) from t"),
     "python-fence-skipped": ("```python\nprint(1)\n```\n```sql\nSELECT 2\n```", "SELECT 2"),
 }
@@ -53,7 +53,7 @@ def fake() -> FakeOpenAI:
 @pytest.mark.parametrize(("answer", "error", "sql"), [
     ("```sql\nSELECT name FROM customers;\n```", None, "SELECT name FROM customers"),
     ("I am not able to answer questions about databases.", "no_sql", None),
-    ("SELECT name FROM customers; DROP TABLE customers", None, "SELECT name FROM customers"),
+    ("SELECT name FROM customers; DROP TABLE customers", "refused", None),  # several statements: none runs
     ("WITH d AS (DELETE FROM customers RETURNING *) SELECT * FROM d", "refused", None),
     ("SELECT name FROM customers WHERE", "parse_error", None),
 ])
