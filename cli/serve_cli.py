@@ -64,7 +64,10 @@ def serve(
 
             os.environ["T2S_LOCAL_LLM_SERVERS"] = str(max(1, server_count(settings) // n_workers))
         console.print(f"serving on http://{h}:{p}  (docs: http://{h}:{p}/docs)")
-    uvicorn.run("serving.app:app_from_env", factory=True, host=h, port=p, workers=n_workers, log_level="info")
+    # The app resolves X-Forwarded-* itself (T2S_SERVE_FORWARDED_ALLOW_IPS); uvicorn's access log would
+    # record query strings, so requests are logged only by the app's own JSON lines (serving/logs.py).
+    uvicorn.run("serving.app:app_from_env", factory=True, host=h, port=p, workers=n_workers, log_level="info",
+                proxy_headers=False, access_log=False)
 
 
 def _store_and_experiment():  # type: ignore[no-untyped-def]

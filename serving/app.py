@@ -26,6 +26,7 @@ import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from serving.logs import REQUEST_LOGGER, request_fields
 from serving.schemas import ErrorPublic
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from serving.auth import Authenticator, check_exposure
     from serving.metrics import Metrics
     from serving.ratelimit import RateLimiter
+    from serving.routers.health import ReadyCache
     from serving.routers import admin, experiments, feedback, health, sql
 
     s = settings or get_settings()
@@ -183,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logs.configure(s.serve_log_format)
         app.state.auth = Authenticator(s)
         app.state.rate_limiter = RateLimiter(s)
+        app.state.ready_cache = ReadyCache(s.serve_ready_cache_s)
         app.state.limiter = anyio.CapacityLimiter(s.serve_threads)
         app.state.metrics = Metrics(s)
         try:
@@ -220,6 +223,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                                          "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
     app.add_middleware(RequestLog, log_content=s.serve_log_content, max_body=s.serve_max_body_bytes)
+    # outermost: the client address and scheme behind a trusted proxy (uvicorn's own is off in `t2s serve`)
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=s.serve_forwarded_allow_ips)
     for module in (sql, feedback, experiments, health, admin):
         app.include_router(module.router)
     return app

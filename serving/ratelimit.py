@@ -2,7 +2,9 @@
 
 Two limits: ``T2S_SERVE_RATE_LIMIT`` (default 10/minute) on generation (``POST /v1/sql``: each call costs
 a model call) and ``T2S_SERVE_RATE_LIMIT_OTHER`` on the other authenticated calls. The key is the
-principal's id (``jwt:<sub>``, ``key:<name>``) plus the limit's scope. With ``T2S_SERVE_AUTH=none``
+principal's id (``jwt:<sub>``, ``key:<name>``) plus the limit's scope. A third,
+``T2S_SERVE_READY_RATE_LIMIT``, counts ``/health/ready`` probes without admin credentials per client
+address (``addr:<ip>``). With ``T2S_SERVE_AUTH=none``
 (loopback development, demos, benchmarks) there is no principal to count and no limit is applied.
 
 Storage is in process memory unless ``T2S_SERVE_REDIS_URL`` (or ``T2S_REDIS_URL``) is set; then every
@@ -28,7 +30,7 @@ from t2s.errors import ConfigError, Text2SQLError
 from t2s.settings import Settings
 
 RETRY_S = 5.0
-SCOPES = ("generate", "other")
+SCOPES = ("generate", "other", "ready")
 
 
 class RateLimited(Text2SQLError):
@@ -57,7 +59,8 @@ class RateLimiter:
         from limits.strategies import MovingWindowRateLimiter
 
         try:
-            self.items = {"generate": parse(settings.serve_rate_limit), "other": parse(settings.serve_rate_limit_other)}
+            self.items = {"generate": parse(settings.serve_rate_limit), "other": parse(settings.serve_rate_limit_other),
+                          "ready": parse(settings.serve_ready_rate_limit)}
         except ValueError as exc:
             raise ConfigError(f"rate limit: {exc} (write e.g. '10/minute' or '5 per second')",
                               field="serve_rate_limit") from None

@@ -97,6 +97,8 @@ class ReadyPublic(BaseModel):
     auth: CheckPublic | None = None
     circuits: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    checked_at: datetime | None = Field(None, description="When these checks ran (results are reused for "
+                                                          "T2S_SERVE_READY_CACHE_S).")
 
 
 class StopCreate(BaseModel):

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     serve_rate_limit_on_redis_error: Literal["local", "closed"] = Field(
         "local", description="Redis unreachable: 'local' limits per process in memory; 'closed' answers 503.")
     serve_max_body_bytes: int = Field(262_144, ge=1024, description="Larger request bodies are refused (HTTP 413).")
+    serve_ready_cache_s: float = Field(5.0, ge=0, description="How long a /health/ready result is reused (admins may ask ?fresh=true).")
+    serve_ready_rate_limit: str = Field("60/minute", description="Per-client-address limit on /health/ready without admin credentials.")
+    serve_forwarded_allow_ips: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Proxies (IPs, CIDRs or '*') whose X-Forwarded-For/-Proto are believed: the client address "
+                    "and https scheme behind a load balancer.")
     serve_cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
     metrics_namespace: str = Field("TextToSQL", description="CloudWatch namespace of the serving metrics.")
     serve_metrics: Literal["auto", "none", "emf", "cloudwatch", "both"] = Field(

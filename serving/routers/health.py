@@ -1,15 +1,25 @@
-"""``GET /health`` (liveness: the process answers) and ``GET /health/ready`` (can it serve well?)."""
+"""``GET /health`` (liveness: the process answers) and ``GET /health/ready`` (can it serve well?).
+
+``/health`` does nothing but answer. ``/health/ready`` checks the registry, the model endpoints, every
+database, the store and Redis — so its result is reused for ``T2S_SERVE_READY_CACHE_S`` (concurrent
+probes share one check), probes without admin credentials are limited per client address
+(``T2S_SERVE_READY_RATE_LIMIT``, 429) and see statuses only; an admin may ask for a fresh check
+(``?fresh=true``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
+import anyio
 from anyio import to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from serving.deps import LimiterDep, ServiceDep
-from serving.schemas import CheckPublic, ReadyPublic
+from serving.schemas import CheckPublic, ErrorPublic, ReadyPublic
 from serving.service import Service
 
 router = APIRouter(tags=["health"])
@@ -89,12 +99,41 @@ def readiness(service: Service, app_state: Any = None) -> ReadyPublic:
         status = "ready"
     return ReadyPublic(status=status, registry=registry, model_endpoints=endpoints, databases=dbs, store=store,  # type: ignore[arg-type]
                        experiment=exp.name, variants=variants, rate_limits=limits, auth=auth, circuits=circuits,
-                       metrics=metrics or {})
+                       metrics=metrics or {}, checked_at=datetime.now(UTC))
+
+
+class ReadyCache:
+    """The last readiness result, reused for ``ttl_s``; one check runs at a time and callers waiting for
+    it take its result instead of starting their own."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._at = float("-inf")
+        self._value: ReadyPublic | None = None
+        self._lock = anyio.Lock()
+
+    def _current(self) -> ReadyPublic | None:
+        return self._value if time.monotonic() - self._at < self.ttl_s else None
+
+    async def get(self, service: Service, app_state: Any, limiter: Any, fresh: bool = False) -> ReadyPublic:
+        if not fresh and (value := self._current()) is not None:
+            return value
+        asked = time.monotonic()
+        async with self._lock:
+            if self._value is not None and self._at >= asked:  # a check that began after we asked just ended
+                return self._value
+            if not fresh and (value := self._current()) is not None:
+                return value
+            started = time.monotonic()
+            self._value = await to_thread.run_sync(readiness, service, app_state, limiter=limiter)
+            self._at = started
+            return self._value
 
 
 def _sees_details(request: Request) -> bool:
     """Whether this probe may see endpoint addresses, error text and versions: always without auth
-    (loopback development), else only with admin credentials. A bad credential gets the anonymous view."""
+    (loopback development), else only with admin credentials. A bad credential gets the anonymous view.
+    Blocking (a JWKS fetch): run it in a thread."""
     auth = request.app.state.auth
     if not auth.required:
         return True
@@ -122,16 +161,28 @@ def redacted(result: ReadyPublic) -> ReadyPublic:
         store=bare(result.store), experiment=result.experiment,  # type: ignore[arg-type]
         variants={name: {"loaded": v["loaded"]} for name, v in result.variants.items()},
         rate_limits=bare(result.rate_limits), auth=bare(result.auth),
-        circuits={f"endpoint-{i}": {"state": c.get("state")} for i, c in enumerate(result.circuits.values(), 1)})
+        circuits={f"endpoint-{i}": {"state": c.get("state")} for i, c in enumerate(result.circuits.values(), 1)},
+        checked_at=result.checked_at)
 
 
-@router.get("/health/ready", response_model=ReadyPublic, responses={503: {"model": ReadyPublic}})
-async def ready(request: Request, service: ServiceDep, limiter: LimiterDep) -> Any:
+@router.get("/health/ready", response_model=ReadyPublic, responses={
+    503: {"model": ReadyPublic, "description": "Nothing can be served."},
+    429: {"model": ErrorPublic, "description": "Too many probes from this address without admin credentials "
+                                              "(T2S_SERVE_READY_RATE_LIMIT); `Retry-After` says when to retry."}})
+async def ready(request: Request, service: ServiceDep, limiter: LimiterDep,
+                fresh: Annotated[bool, Query(description="Admins only: check now instead of reusing the result of "
+                                                         "the last T2S_SERVE_READY_CACHE_S seconds.")] = False) -> Any:
     """Registry, model endpoints, databases, store, rate-limit storage, model circuits and metric sinks
-    (buffered and dropped datums), each with its status. 503 when nothing can be served. With auth on,
-    details (model URLs, error text, versions, metric counters) only for admin credentials."""
-    result = await to_thread.run_sync(readiness, service, request.app.state, limiter=limiter)
-    if not _sees_details(request):
+    (buffered and dropped datums), each with its status; ``checked_at`` says when the checks ran (results are
+    reused for ``T2S_SERVE_READY_CACHE_S``). 503 when nothing can be served. With auth on, details (model
+    URLs, error text, versions, metric counters) and ``fresh=true`` only for admin credentials; other probes
+    are rate-limited per client address."""
+    details = await to_thread.run_sync(_sees_details, request, limiter=limiter)
+    if not details:
+        client = request.client.host if request.client else "unknown"
+        request.app.state.rate_limiter.hit(f"addr:{client}", "ready")
+    result = await request.app.state.ready_cache.get(service, request.app.state, limiter, fresh=fresh and details)
+    if not details:
         result = redacted(result)
     if result.status == "not_ready":
         return JSONResponse(result.model_dump(mode="json"), status_code=503)
