@@ -13,6 +13,8 @@ The lifespan refuses to start without authentication on a non-loopback host (:fu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import re
@@ -170,11 +172,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: :func:`t2s.settings.get_settings`)."""
-    from serving import logs
+    from serving import logs, reload
     from serving.auth import Authenticator, check_exposure
     from serving.metrics import Metrics
     from serving.ratelimit import RateLimiter
-    from serving.routers.health import ReadyCache
     from serving.routers import admin, experiments, feedback, health, sql
 
     s = settings or get_settings()
@@ -185,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logs.configure(s.serve_log_format)
         app.state.auth = Authenticator(s)
         app.state.rate_limiter = RateLimiter(s)
-        app.state.ready_cache = ReadyCache(s.serve_ready_cache_s)
+        app.state.ready_cache = health.ReadyCache(s.serve_ready_cache_s)
         app.state.limiter = anyio.CapacityLimiter(s.serve_threads)
         app.state.metrics = Metrics(s)
         try:
@@ -194,6 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.metrics.close()
             raise
         app.state.service = service
+        app.state.reload_seen = await anyio.to_thread.run_sync(service.store.generation, reload.COUNTER)
+        follower = asyncio.create_task(reload.follow(app.state, s.serve_reload_poll_s))
         # Everything loaded so far (mlflow, sqlglot, the bundles) lives as long as the process: moved out of
         # the collector's generations, a full collection no longer walks it in the middle of requests.
         gc.collect()
@@ -201,6 +204,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
             await anyio.to_thread.run_sync(app.state.metrics.close)
             await anyio.to_thread.run_sync(service.close)
 

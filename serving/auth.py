@@ -14,7 +14,9 @@ Contract of :meth:`Authenticator.authenticate` (the FastAPI dependencies in :mod
   principal (e.g. a back end holding a client-credentials token) name the end user it acts for.
 - **API key** (``X-API-Key: …``): only the SHA-256 of each key is configured (``T2S_SERVE_API_KEYS_FILE``,
   a JSON list of ``{"name", "sha256", "role", "act_for_users"}``); the presented key's digest is compared
-  with every record in constant time. ``python -m serving.auth new-key NAME [--role admin]
+  with every record in constant time. The file is re-read when it changes (checked at most every
+  ``T2S_SERVE_API_KEYS_CHECK_S``) and on ``POST /admin/reload`` (every process follows, :mod:`serving.reload`):
+  removing a key revokes it within seconds without a restart. ``python -m serving.auth new-key NAME [--role admin]
   [--act-for-users]`` makes a key and its record.
 
 Roles: ``caller`` asks and labels its own queries; ``reviewer`` may also label anyone's query (its label
@@ -33,8 +35,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from t2s.errors import ConfigError, Text2SQLError
 from t2s.settings import Settings
 
+log = logging.getLogger("t2s.serving")
 Role = Literal["caller", "reviewer", "admin"]
 _RANK = {"caller": 0, "reviewer": 1, "admin": 2}
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
@@ -148,6 +154,15 @@ def load_api_keys(path: Path | None) -> list[ApiKeyRecord]:
     return records
 
 
+def _file_stat(path: Path | None) -> tuple[int, int, int] | None:
+    """What tells a changed file: modification time, size and inode (a file replaced by rename)."""
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def check_exposure(settings: Settings, host: str) -> None:
     """Refuse to serve without auth on an address other machines can reach, unless explicitly forced."""
     if settings.serve_auth == "none" and host not in LOOPBACK_HOSTS and not settings.serve_allow_no_auth:
@@ -162,6 +177,10 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.required = settings.serve_auth == "required"
+        self._keys_lock = threading.Lock()
+        self._keys_checked = time.monotonic()
+        self._keys_stat = _file_stat(settings.serve_api_keys_file)
+        self.keys_error: str | None = None
         self.api_keys = load_api_keys(settings.serve_api_keys_file)
         bad = [a for a in settings.serve_jwt_algorithms if a not in _ASYMMETRIC]
         if bad:
@@ -193,7 +212,38 @@ class Authenticator:
             return self._from_api_key(api_key)
         raise Unauthenticated("no credentials: send `Authorization: Bearer <access token>` or `X-API-Key: <key>`")
 
+    def reload_keys(self, force: bool = True) -> str | None:
+        """Re-read the API keys file — when ``force``, else only when its mtime, size or inode changed since
+        the last read (checked at most once per ``T2S_SERVE_API_KEYS_CHECK_S``). A file that cannot be read
+        or parsed any more refuses every API key (503) until it is fixed: a revocation must not be undone
+        by a broken edit. Returns the error, if any."""
+        path = self.settings.serve_api_keys_file
+        if path is None:
+            return None
+        now = time.monotonic()
+        if not force and now - self._keys_checked < self.settings.serve_api_keys_check_s:
+            return self.keys_error
+        with self._keys_lock:
+            stat = _file_stat(path)
+            self._keys_checked = now
+            if not force and stat == self._keys_stat and stat is not None:
+                return self.keys_error
+            try:
+                keys = load_api_keys(path)
+            except ConfigError as exc:
+                self.api_keys, self.keys_error, self._keys_stat = [], str(exc), stat
+                log.error("API keys refused until the file is fixed: %s", exc)
+                return self.keys_error
+            if self.keys_error or [k.sha256 for k in keys] != [k.sha256 for k in self.api_keys]:
+                log.info("API keys file re-read: %d key(s)", len(keys))
+            self.api_keys, self.keys_error, self._keys_stat = keys, None, stat
+        return None
+
     def _from_api_key(self, key: str) -> Principal:
+        self.reload_keys(force=False)
+        if self.keys_error is not None:
+            raise AuthUnavailable("API keys cannot be checked right now (the service's key list is unreadable); "
+                                  "retry later or use a bearer token")
         digest = key_digest(key)
         found: ApiKeyRecord | None = None
         for record in self.api_keys:  # every record is compared, so timing does not say which one matched

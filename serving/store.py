@@ -365,6 +365,31 @@ class Store:
                 conn.execute(experiment_status.insert(), [{"experiment": experiment, "stopped_variant": variant,
                                                            "updated_at": now, "reason": reason}])
 
+    # -- broadcasts to every process (serving.reload)
+
+    def generation(self, name: str) -> int:
+        """The counter ``name`` (0 before its first :meth:`bump`)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(service_control.c.generation)
+                                 .where(service_control.c.name == name)).scalar()
+        return int(value or 0)
+
+    def bump(self, name: str) -> int:
+        """Advance the counter ``name``; returns its new value (every process polling it sees the change)."""
+        now = datetime.now(UTC)
+        for _ in range(2):  # the first bump of a name may race another process's first bump
+            try:
+                with self.engine.begin() as conn:
+                    done = conn.execute(service_control.update().where(service_control.c.name == name)
+                                        .values(generation=service_control.c.generation + 1, updated_at=now)).rowcount
+                    if not done:
+                        conn.execute(service_control.insert(), [{"name": name, "generation": 1, "updated_at": now}])
+                    return int(conn.execute(sa.select(service_control.c.generation)
+                                            .where(service_control.c.name == name)).scalar_one())
+            except sa.exc.IntegrityError:
+                continue
+        raise RuntimeError(f"could not advance {name!r}")
+
     # -- reading for reports and exports
 
     def records_frame(self, experiment: str) -> Any:

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     serve_jwks_ttl_s: float = Field(300.0, gt=0, description="How long the fetched JWKS is trusted before a refetch.")
     serve_jwks_cooldown_s: float = Field(30.0, ge=0, description="Least time between refetches caused by an unknown kid.")
     serve_api_keys_file: Path | None = Field(None, description="JSON list of {name, sha256, role} API-key records.")
+    serve_api_keys_check_s: float = Field(
+        2.0, ge=0, description="How often (at most) the API keys file is checked for a change (mtime, size, inode) "
+                               "and re-read: a removed key stops working within this time.")
+    serve_reload_poll_s: float = Field(
+        2.0, gt=0, description="How often each process looks for a POST /admin/reload made on another one.")
     serve_rate_limit: str = Field("10/minute", description="Per-principal limit on POST /v1/sql (limits syntax).")
     serve_rate_limit_other: str = Field("120/minute", description="Per-principal limit on the other /v1 and /admin calls.")
     serve_redis_url: str | None = Field(

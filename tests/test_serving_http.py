@@ -106,3 +106,73 @@ def test_anonymous_probes_are_rate_limited_per_client_address(client: TestClient
     untrusted = TestClient(client.app, client=("192.0.2.1", 4000))  # no `with`: the app is already started
     codes = [untrusted.get("/health/ready", headers=from_addr(f"203.0.113.{i}")).status_code for i in range(6)]
     assert codes == [200] * 5 + [429]
+
+
+def test_a_key_removed_from_the_file_stops_working_within_the_check_interval(registry: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+    import time
+
+    settings = http_settings(registry, tmp_path, serve_api_keys_check_s=0.2)
+    keys = settings.serve_api_keys_file
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/admin/experiments/ab/stop", json={"variant": None}, headers=ADMIN).status_code == 200
+        assert c.get("/v1/experiments/ab", headers=CALLER).status_code == 403  # known, not an admin
+        write_api_keys(keys, {"ops": (ADMIN_KEY, "admin")})  # etl revoked (atomic replace: a new inode)
+        time.sleep(0.3)
+        revoked = c.get("/v1/experiments/ab", headers=CALLER)
+        assert revoked.status_code == 401 and revoked.json()["error"]["message"] == "unknown API key"
+        keys.write_text('[{"name": "ops", "sha256": "truncated')  # a broken edit refuses every key, 503
+        time.sleep(0.3)
+        broken = c.get("/v1/experiments/ab", headers=ADMIN)
+        assert broken.status_code == 503 and broken.json()["error"]["type"] == "auth_unavailable", broken.text
+        assert ADMIN_KEY not in broken.text and "truncated" not in broken.text
+        assert c.get("/health/ready").json()["auth"]["status"] == "degraded"
+        write_api_keys(keys, {"ops": (ADMIN_KEY, "admin"), "etl": (CALLER_KEY, "caller")})
+        time.sleep(0.3)
+        assert c.get("/v1/experiments/ab", headers=CALLER).status_code == 403  # back, as a caller
+
+
+@pytest.mark.slow
+def test_admin_reload_revokes_a_key_on_every_process(registry: dict[str, Any], tmp_path: Path) -> None:
+    """Two uvicorn processes on one store and keys file. Neither checks the file on its own (interval one
+    hour): POST /admin/reload on the first must make the second re-read it too."""
+    import json
+    import os
+    import time
+
+    import httpx
+
+    from tests.serving_support import free_port, start_uvicorn
+
+    keys = write_api_keys(tmp_path / "keys.json", {"etl": (CALLER_KEY, "caller"), "ops": (ADMIN_KEY, "admin")})
+    env = {**os.environ, "T2S_MLFLOW_TRACKING_URI": registry["tracking_uri"], "T2S_PROMPTS_DIR": str(registry["prompts"]),
+           "T2S_SERVE_STORE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+           "T2S_SERVE_EXPERIMENT_FILE": str(write_experiment(tmp_path / "ab.yaml")),
+           "T2S_SERVE_DATABASES": json.dumps({"shop": str(registry["dataset"])}), "T2S_LLM_API_KEY": "test-key",
+           "T2S_SERVE_AUTH": "required", "T2S_SERVE_API_KEYS_FILE": str(keys), "T2S_SERVE_USER_HASH_KEY": HASH_KEY,
+           "T2S_SERVE_API_KEYS_CHECK_S": "3600", "T2S_SERVE_RELOAD_POLL_S": "0.3", "T2S_SERVE_METRICS": "none"}
+    ports = [free_port(), free_port()]
+    procs = []
+    try:
+        for i, port in enumerate(ports):
+            procs.append(start_uvicorn(env, port, tmp_path / f"server{i}.log"))
+        urls = [f"http://127.0.0.1:{p}/v1/experiments/ab" for p in ports]
+        with httpx.Client(timeout=30, trust_env=False) as http:
+            assert [http.get(u, headers=CALLER).status_code for u in urls] == [403, 403]
+            write_api_keys(keys, {"ops": (ADMIN_KEY, "admin")})
+            assert [http.get(u, headers=CALLER).status_code for u in urls] == [403, 403]  # not re-read yet
+            r = http.post(f"http://127.0.0.1:{ports[0]}/admin/reload", headers=ADMIN)
+            assert r.status_code == 200 and r.json()["errors"] == [], r.text
+            assert http.get(urls[0], headers=CALLER).status_code == 401  # the process that got the call
+            deadline = time.monotonic() + 10
+            while http.get(urls[1], headers=CALLER).status_code != 401:
+                assert time.monotonic() < deadline, "the second process never re-read the keys file"
+                time.sleep(0.1)
+            followed = time.monotonic() - (deadline - 10)
+            assert http.get(urls[1], headers=ADMIN).status_code == 200
+        assert followed < 3.0, followed
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=20)

@@ -7,7 +7,7 @@ API key; every caller when ``T2S_SERVE_AUTH=none``).
 from __future__ import annotations
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from serving.deps import LimiterDep, ServiceDep, require_admin
 from serving.schemas import AUTH_RESPONSES, ErrorPublic, ExperimentPublic, ReloadPublic, StopCreate
@@ -17,11 +17,14 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
 
 
 @router.post("/reload", response_model=ReloadPublic)
-async def reload(service: ServiceDep, limiter: LimiterDep) -> ReloadPublic:
-    """Re-read the experiment file and re-resolve every variant's alias in the registry. Failures keep
-    the versions already loaded and are listed in ``errors`` (and in ``/health/ready``). With several
-    worker processes, each reloads when it receives this call; restart to reload all at once."""
-    errors = await to_thread.run_sync(service.load, limiter=limiter)
+async def reload(request: Request, service: ServiceDep) -> ReloadPublic:
+    """Re-read the API keys file and the experiment file and re-resolve every variant's alias in the
+    registry. Failures keep the versions already loaded and are listed in ``errors`` (and in
+    ``/health/ready``). This process reloads now; every other worker process and replica on the same store
+    follows within ``T2S_SERVE_RELOAD_POLL_S`` (:mod:`serving.reload`)."""
+    from serving.reload import reload_everywhere
+
+    errors = await reload_everywhere(request.app.state)
     return ReloadPublic(experiment=service.experiment.name,
                         variants={n: v.model_version for n, v in service.variants.variants.items()}, errors=errors)
 

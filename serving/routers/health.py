@@ -84,14 +84,17 @@ def readiness(service: Service, app_state: Any = None) -> ReadyPublic:
         limits = CheckPublic(status=ls.status if ls.status != "error" else "error", detail=f"{ls.backend}: {ls.detail}")
         metrics = app_state.metrics.status()
         authn = app_state.auth
+        authn.reload_keys(force=False)
         auth = CheckPublic(status="ok", detail="required (" + ", ".join(
             [m for m, on in (("jwt", authn._jwks is not None), ("api keys", bool(authn.api_keys))) if on]) + ")"
             if authn.required else "none: every caller is admin (loopback only)")
+        if authn.keys_error:
+            auth = CheckPublic(status="degraded", detail=f"API keys refused: {authn.keys_error}")
     if store.status == "error" or not any(item["loaded"] for item in variants.values()):
         status = "not_ready"
     elif (not all_loaded or registry.status != "ok" or any(c.status != "ok" for c in endpoints.values())
           or any(c.status != "ok" for c in dbs.values())
-          or (limits is not None and limits.status != "ok")
+          or (limits is not None and limits.status != "ok") or (auth is not None and auth.status != "ok")
           or any(c["state"] != "closed" for c in circuits.values())
           or (metrics is not None and metrics.get("last_error"))):
         status = "degraded"
