@@ -238,13 +238,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def start_service(settings: Settings) -> Any:
     """Open store and databases, load the experiment's variants; log (not raise) registry problems."""
-    from serving.databases import Databases
+    from serving.databases import Databases, serving_limits
     from serving.service import Service
     from serving.store import Store
 
     store = Store.open(settings.serve_store_url, pool_size=min(64, settings.serve_threads))
     try:
-        databases = Databases(settings.serve_databases, settings.serve_db_pool, settings.postgres_dsn)
+        databases = Databases(settings.serve_databases, settings.serve_db_pool, settings.postgres_dsn,
+                              serving_limits(settings))
     except Exception:
         store.close()
         raise

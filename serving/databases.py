@@ -14,14 +14,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from serving.config import DatabaseSpec, parse_database
+from t2s.engines import EngineLimits
 from t2s.errors import ConfigError
 from t2s.execution import Target, open_target
+from t2s.settings import Settings
+
+
+def serving_limits(settings: Settings) -> EngineLimits:
+    """Engine limits of served queries: values and whole results capped for an HTTP response."""
+    return EngineLimits(max_cell_chars=settings.serve_max_cell_chars,
+                        max_result_bytes=settings.serve_max_response_bytes)
 
 
 class DatabasePool:
-    def __init__(self, spec: DatabaseSpec, size: int, postgres_dsn: str | None) -> None:
+    def __init__(self, spec: DatabaseSpec, size: int, postgres_dsn: str | None,
+                 limits: EngineLimits | None = None) -> None:
         self.spec = spec
         self.size = size
+        self.limits = limits
         self._dsn = spec.location or postgres_dsn or ""
         if spec.engine == "postgres" and not self._dsn:
             raise ConfigError(f"served database {spec.name!r} is on PostgreSQL but no DSN is configured: set "
@@ -35,9 +45,9 @@ class DatabasePool:
 
     def _open(self) -> Target:
         if self.spec.engine == "postgres":
-            target = open_target("postgres", self._dsn, schema=self.spec.schema)
+            target = open_target("postgres", self._dsn, schema=self.spec.schema, limits=self.limits)
         else:
-            target = open_target(self.spec.engine, self.spec.location)
+            target = open_target(self.spec.engine, self.spec.location, limits=self.limits)
         with self._lock:
             self._all.append(target)
         return target
@@ -77,11 +87,12 @@ class DatabasePool:
 class Databases:
     """Every database requests may name, by name."""
 
-    def __init__(self, specs: dict[str, str], pool_size: int, postgres_dsn: str | None) -> None:
+    def __init__(self, specs: dict[str, str], pool_size: int, postgres_dsn: str | None,
+                 limits: EngineLimits | None = None) -> None:
         self.pools: dict[str, DatabasePool] = {}
         try:
             for name, spec in specs.items():
-                self.pools[name] = DatabasePool(parse_database(name, spec), pool_size, postgres_dsn)
+                self.pools[name] = DatabasePool(parse_database(name, spec), pool_size, postgres_dsn, limits)
         except Exception:
             self.close()
             raise

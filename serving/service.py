@@ -18,7 +18,9 @@ question fails fast (HTTP 503, ``Retry-After``). Both are recorded in the store 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -32,8 +34,20 @@ from serving.config import ExperimentConfig, load_experiment
 from serving.databases import Databases
 from serving.store import QueryRecord, Store, user_hash
 from serving.variants import LoadedVariant, VariantSet
-from t2s.errors import ConfigError, LLMError, SqlError, SqlRefused, SqlTimeout, Text2SQLError
+from t2s import deadline
+from t2s.deadline import PrincipalShares, request_budget
+from t2s.engines import QueryResult
+from t2s.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    LLMError,
+    SqlError,
+    SqlRefused,
+    SqlTimeout,
+    Text2SQLError,
+)
 from t2s.settings import Settings
+from t2s.values import json_safe_text
 
 log = logging.getLogger("t2s.serving")
 
@@ -67,12 +81,33 @@ class Answer:
     retry_after_s: int = 0
 
 
+#: The most of a refused model answer kept in the record (it is never executed).
+MAX_RECORDED_ANSWER_CHARS = 20_000
+
+
 def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
+    """A result value as JSON: NaN and infinities as strings (JSON has no such numbers), text with lone
+    surrogates mended, bytes as hex, anything else as its text."""
+    if value is None or isinstance(value, bool | int):
         return value
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return json_safe_text(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return json_safe_text(str(value))
+
+
+def _truncation(result: QueryResult, cap: int, settings: Settings) -> str:
+    """What the response left out, for ``detail`` (empty when nothing)."""
+    parts = []
+    if result.cells_clipped:
+        parts.append(f"{result.cells_clipped} value(s) cut to {settings.serve_max_cell_chars:,} characters")
+    if result.truncated:
+        parts.append(f"rows stopped at {cap:,}" if len(result.rows) >= cap
+                     else f"rows stopped at {settings.serve_max_response_bytes:,} bytes")
+    return "result truncated: " + "; ".join(parts) if parts else ""
 
 
 def _guard_refusal(text: str, dialect: str) -> str | None:
@@ -104,6 +139,8 @@ class Service:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._breakers_lock = threading.Lock()
         self.answers = AnswerCache(settings.serve_answer_cache)
+        per_principal = settings.serve_sql_workers_per_principal or max(1, settings.sandbox_workers // 2)
+        self.sql_shares = PrincipalShares(per_principal)
 
     def breaker(self, variant: LoadedVariant) -> CircuitBreaker:
         """The circuit of the variant's model endpoint (variants on one endpoint share it)."""
@@ -179,8 +216,9 @@ class Service:
         cache_key = (variant.name, database, question, execute)
         cached = circuit_open = False
         if breaker.allow():
-            outcome, sql, detail, columns, rows, truncated, llm_down, refused = self._run(
-                variant, pool, question, execute, cap)
+            with request_budget(self.settings.serve_request_deadline_s, principal or "", self.sql_shares):
+                outcome, sql, detail, columns, rows, truncated, llm_down, refused = self._run(
+                    variant, pool, question, execute, cap)
             if outcome == "llm_error" and not refused:  # unreachable, timed out, or still failing after retries
                 breaker.failure()
             else:
@@ -206,7 +244,8 @@ class Service:
             user_id=user_id if (user_id and self.settings.serve_store_raw_user_id) else None,
             random_assignment=choice.random_assignment, experiment=exp.name, variant=variant.name,
             prompt_version=variant.prompt_version, model_version=variant.model_version, model=variant.model,
-            database=database, question=question, sql=sql, outcome=outcome, detail=detail or None,
+            database=database, question=json_safe_text(question), sql=None if sql is None else json_safe_text(sql),
+            outcome=outcome, detail=json_safe_text(detail) if detail else None,
             latency_ms=(time.perf_counter() - start) * 1000.0, rows_returned=None if rows is None else len(rows),
             principal=principal)
         try:
@@ -226,6 +265,8 @@ class Service:
 
         try:
             gen = variant.generator.generate(question, pool.schema_target)
+        except DeadlineExceeded as exc:
+            return "timeout", None, str(exc), None, None, None, False, False
         except LLMError as exc:  # unreachable endpoint or rejected credentials
             return "llm_error", None, str(exc), None, None, None, True, False
         except (SqlError, OSError) as exc:  # the schema could not be read: the database is down or gone
@@ -238,8 +279,9 @@ class Service:
                 refusal = _guard_refusal(gen.raw_text, variant.generator.spec.dialect)
                 if refusal:
                     outcome, detail = "guard_refused", f"refused: {refusal}"
-            # the answer is kept for the record; it is never executed
-            return outcome, gen.raw_text.strip() or None, detail, None, None, None, False, gen.llm_refused
+            # the answer is kept for the record (its start); it is never executed
+            answer = gen.raw_text.strip()[:MAX_RECORDED_ANSWER_CHARS] or None
+            return outcome, answer, detail, None, None, None, False, gen.llm_refused
         sql = gen.sql
         assert sql is not None
         if not same_dialect(variant.generator.spec.dialect, pool.dialect):
@@ -252,14 +294,17 @@ class Service:
                     None, None, None, False, False
         if not execute:
             return "ok", sql, "", None, None, None, False, False
-        try:
-            with pool.target() as target:
+        budget = deadline.current()
+        try:  # the caller's worker slot first, so that its waiting queries hold no pooled target
+            with budget.sql_slot() if budget else contextlib.nullcontext(), pool.target() as target:
                 result = target.execute(sql, timeout_s=self.settings.query_timeout_s, max_rows=cap)
-        except SqlTimeout as exc:
+        except (SqlTimeout, DeadlineExceeded) as exc:
             return "timeout", sql, str(exc), None, None, None, False, False
         except SqlRefused as exc:
             return "guard_refused", sql, str(exc), None, None, None, False, False
         except SqlError as exc:
             return "sql_error", sql, f"{exc.error_class}: {exc}", None, None, None, False, False
         rows = [[_jsonable(v) for v in row] for row in result.rows]
-        return ("ok" if rows else "empty"), sql, "", list(result.columns), rows, result.truncated, False, False
+        return (("ok" if rows else "empty"), sql, _truncation(result, cap, self.settings),
+                [json_safe_text(c) for c in result.columns], rows, result.truncated or bool(result.cells_clipped),
+                False, False)

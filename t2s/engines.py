@@ -48,8 +48,9 @@ from t2s.sql_text import strip_comments
 class QueryResult:
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
-    truncated: bool
+    truncated: bool  # rows were left out (the row cap, or the result's size cap)
     elapsed_s: float
+    cells_clipped: int = 0  # values cut to EngineLimits.max_cell_chars
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +61,88 @@ class EngineLimits:
     sqlite_heap_bytes: int = 512 << 20
     duckdb_memory: str = "512MB"
     max_expression_depth: int = 250
+    max_cell_chars: int = 1_000_000      # a returned value is cut to this many characters (bytes for blobs)
+    max_result_bytes: int = 64 << 20      # rows stop once the result's approximate size reaches this
 
 
-def _fetch(cursor: Any, max_rows: int) -> tuple[list[tuple[Any, ...]], bool]:
-    rows = cursor.fetchmany(max_rows + 1)
-    truncated = len(rows) > max_rows
-    return [tuple(r) for r in rows[:max_rows]], truncated
+#: Rows fetched per round trip: a result past its size cap stops within one batch (on PostgreSQL the rows
+#: after it never leave the server).
+FETCH_BATCH = 64
+_SCALAR_BYTES = 16  # numbers, dates, NULL: what a value costs in the size count besides text
+
+
+@dataclass
+class _Fetched:
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+    clipped: int
+
+
+def _fetch(cursor: Any, max_rows: int, limits: EngineLimits) -> _Fetched:
+    """At most ``max_rows`` rows, each value cut to ``limits.max_cell_chars``, stopping before the rows'
+    approximate size passes ``limits.max_result_bytes``: fetched in batches, so a huge result is never
+    held whole (a single value is bounded by the engine and the worker's memory limit)."""
+    out: list[tuple[Any, ...]] = []
+    budget = limits.max_result_bytes
+    clipped = 0
+    while True:
+        batch = cursor.fetchmany(FETCH_BATCH)
+        if not batch:
+            return _Fetched(out, False, clipped)
+        for raw in batch:
+            if len(out) == max_rows:
+                return _Fetched(out, True, clipped)
+            row = []
+            size = 0
+            for value in raw:
+                value, cut, cost = clip_value(value, limits.max_cell_chars)
+                clipped += cut
+                size += cost
+                row.append(value)
+            if size > budget:
+                return _Fetched(out, True, clipped)
+            budget -= size
+            out.append(tuple(row))
+
+
+def clip_value(value: Any, max_chars: int) -> tuple[Any, bool, int]:
+    """(value, whether it was cut, its approximate size): text and bytes cut to ``max_chars``; a list,
+    dict or other container larger than that becomes its bounded text form (``reprlib``)."""
+    if isinstance(value, str):
+        return (value[:max_chars], True, max_chars) if len(value) > max_chars else (value, False, len(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        if len(value) > max_chars:
+            return bytes(value[:max_chars]), True, max_chars
+        return value, False, len(value)
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        size = _container_size(value, max_chars)
+        if size <= max_chars:
+            return value, False, size
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxlevel, short.maxstring, short.maxother = 4, max(8, max_chars // 64), 80
+        return short.repr(value)[:max_chars], True, max_chars
+    return value, False, _SCALAR_BYTES
+
+
+def _container_size(value: Any, limit: int) -> int:
+    """Approximate size of a nested value, counted only until it passes ``limit`` (bounded work)."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str | bytes | bytearray | memoryview):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += 2
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2
+            stack.extend(item)
+        else:
+            total += _SCALAR_BYTES
+    return total
 
 
 def _first_line(exc: BaseException) -> str:
@@ -125,6 +202,7 @@ def sqlite_readonly_connection(path: Path) -> sqlite3.Connection:
 class SqliteSession:
     def __init__(self, path: Path, limits: EngineLimits) -> None:
         self.path = path
+        self.limits = limits
         self._deadline = 0.0
         conn = sqlite_readonly_connection(path)
         conn.execute("PRAGMA query_only = 1")
@@ -155,7 +233,7 @@ class SqliteSession:
         cursor = self._conn.cursor()
         try:
             cursor.execute(sql)
-            rows, truncated = _fetch(cursor, max_rows)
+            got = _fetch(cursor, max_rows, self.limits)
             columns = tuple(d[0] for d in cursor.description or ())
         except (sqlite3.Error, sqlite3.Warning) as exc:
             raise classify_sqlite(exc, time.perf_counter() > self._deadline) from exc
@@ -163,7 +241,8 @@ class SqliteSession:
             cursor.close()
             if self._conn.in_transaction:
                 self._conn.rollback()
-        return QueryResult(columns, rows, truncated, time.perf_counter() - start)
+        return QueryResult(columns, got.rows, got.truncated, time.perf_counter() - start,
+                           got.clipped)
 
     def close(self) -> None:
         self._conn.close()
@@ -183,6 +262,7 @@ class DuckdbSession:
             "lock_configuration": True,
         }
         self._db = duckdb.connect(str(path), read_only=True, config=config)
+        self.limits = limits
 
     def run(self, sql: str, timeout_s: float, max_rows: int) -> QueryResult:
         import duckdb
@@ -207,14 +287,15 @@ class DuckdbSession:
             if statements[0].type != duckdb.StatementType.SELECT:
                 raise SqlRefused(f"only SELECT queries are allowed; this is a {statements[0].type.name} statement")
             cursor = conn.execute(sql)
-            rows, truncated = _fetch(cursor, max_rows)
+            got = _fetch(cursor, max_rows, self.limits)
             columns = tuple(d[0] for d in cursor.description or ())
         except duckdb.Error as exc:
             raise self.classify(exc, fired.is_set()) from exc
         finally:
             timer.cancel()
             conn.close()
-        return QueryResult(columns, rows, truncated, time.perf_counter() - start)
+        return QueryResult(columns, got.rows, got.truncated, time.perf_counter() - start,
+                           got.clipped)
 
     @staticmethod
     def classify(exc: Exception, timed_out: bool) -> SqlError:
@@ -248,9 +329,10 @@ _PG_COMMANDS = frozenset(["ABORT", "ALTER", "ANALYZE", "BEGIN", "CALL", "CHECKPO
 
 
 class PostgresSession:
-    def __init__(self, dsn: str, schema: str | None) -> None:
+    def __init__(self, dsn: str, schema: str | None, limits: EngineLimits | None = None) -> None:
         import psycopg
 
+        self.limits = limits or EngineLimits()
         try:
             self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
@@ -280,7 +362,7 @@ class PostgresSession:
                 raise SqlRefused(f"only queries run on PostgreSQL; this is a {first} statement")
             raise SqlParseError(f"syntax error at or near {first[:40]!r}: a query starts with SELECT or WITH")
         try:
-            rows, truncated, columns = self._run(text, timeout_s, max_rows)
+            got, columns = self._run(text, timeout_s, max_rows)
         except pge.QueryCanceled as exc:
             raise SqlTimeout("query exceeded the timeout and was stopped") from exc
         except pge.UndefinedTable as exc:
@@ -295,9 +377,10 @@ class PostgresSession:
             raise SqlExecutionError(_first_line(exc)) from exc
         finally:
             self._reset()
-        return QueryResult(columns, rows, truncated, time.perf_counter() - start)
+        return QueryResult(columns, got.rows, got.truncated, time.perf_counter() - start,
+                           got.clipped)
 
-    def _run(self, sql: str, timeout_s: float, max_rows: int) -> tuple[list[tuple[Any, ...]], bool, tuple[str, ...]]:
+    def _run(self, sql: str, timeout_s: float, max_rows: int) -> tuple[_Fetched, tuple[str, ...]]:
         from psycopg import sql as pgsql
 
         conn = self._conn
@@ -312,11 +395,11 @@ class PostgresSession:
                     # exactly one statement; DECLARE … CURSOR accepts only a query. '%' is doubled because
                     # psycopg reads placeholders in the text and the statement has none.
                     cursor.execute(sql.replace("%", "%%"), [])
-                    rows, truncated = _fetch(cursor, max_rows) if cursor.description else ([], False)
+                    got = _fetch(cursor, max_rows, self.limits) if cursor.description else _Fetched([], False, 0)
                     columns = tuple(d.name for d in cursor.description or ())
                 raise _Rollback
         except _Rollback:
-            return rows, truncated, columns
+            return got, columns
 
     def _reset(self) -> None:
         """Drop every trace a query could leave in the session (locks, settings, prepared plans, temp tables)."""

@@ -108,5 +108,14 @@ class SqlExtractionError(SqlError):
     error_class = "no_sql"
 
 
+class DeadlineExceeded(Text2SQLError):
+    """A served request used up its deadline (``T2S_SERVE_REQUEST_DEADLINE_S``): outcome ``timeout``.
+
+    Not a :class:`SqlError` or :class:`LLMError` on purpose: a strategy must stop, not try its next
+    candidate, and the model endpoint's circuit breaker must not count it."""
+
+    error_class = "timeout"
+
+
 class GateRefused(Text2SQLError):
     """The promotion gate did not pass (and the promotion was not forced)."""

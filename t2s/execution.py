@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from t2s import deadline
 from t2s.engines import EngineLimits, QueryResult, sqlite_readonly_connection
 from t2s.errors import ConfigError
 from t2s.fileio import file_digest
@@ -52,11 +53,18 @@ class Target(ABC):
     def execute(self, sql: str, *, timeout_s: float, max_rows: int) -> QueryResult:
         """Run one read-only query in a sandbox worker; raise a :class:`SqlError` subclass on failure.
 
-        Returns within ``timeout_s`` plus the sandbox's grace period whatever the SQL does.
+        Returns within ``timeout_s`` plus the sandbox's grace period whatever the SQL does. Inside a served
+        request (:mod:`t2s.deadline`) the query also holds one of the principal's SQL worker slots and
+        ends by the request's deadline (raising :class:`~t2s.errors.DeadlineExceeded` when none is left).
         """
         check_limits(sql, self.dialect)
-        return (self.sandbox or default_sandbox()).execute(self.spec(), sql, timeout_s=timeout_s,
-                                                          max_rows=max_rows)
+        sandbox = self.sandbox or default_sandbox()
+        budget = deadline.current()
+        if budget is None:
+            return sandbox.execute(self.spec(), sql, timeout_s=timeout_s, max_rows=max_rows)
+        with budget.sql_slot():
+            left = budget.left_for("the query could run", reserve_s=sandbox.grace_s)
+            return sandbox.execute(self.spec(), sql, timeout_s=min(timeout_s, left), max_rows=max_rows, wait_s=left)
 
     def columns(self) -> list[tuple[str, str, str]]:
         """``(table, column, declared type)`` for every user table and view, in declaration order.
@@ -131,9 +139,10 @@ class PostgresTarget(Target):
 
     engine = "postgres"
 
-    def __init__(self, dsn: str, schema: str | None = None) -> None:
+    def __init__(self, dsn: str, schema: str | None = None, *, limits: EngineLimits | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
+        self.limits = limits or EngineLimits()
 
     def fingerprint(self) -> str:
         import psycopg
@@ -143,15 +152,16 @@ class PostgresTarget(Target):
                                        self.schema or "public")
 
     def spec(self) -> EngineSpec:
-        return EngineSpec("postgres", self.dsn, self.schema)
+        return EngineSpec("postgres", self.dsn, self.schema, self.limits)
 
 
-def open_target(engine: str, location: str | Path, *, schema: str | None = None) -> Target:
+def open_target(engine: str, location: str | Path, *, schema: str | None = None,
+                limits: EngineLimits | None = None) -> Target:
     """A target for ``engine`` at ``location`` (a file path, or a DSN for PostgreSQL)."""
     if engine == "sqlite":
-        return SqliteTarget(location)
+        return SqliteTarget(location, limits=limits)
     if engine == "duckdb":
-        return DuckdbTarget(location)
+        return DuckdbTarget(location, limits=limits)
     if engine == "postgres":
-        return PostgresTarget(str(location), schema=schema)
+        return PostgresTarget(str(location), schema=schema, limits=limits)
     raise ConfigError(f"unknown engine {engine!r}; choose sqlite, duckdb or postgres")

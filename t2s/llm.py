@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from t2s.errors import ConfigError, LLMAuthError, LLMError, LLMRefused, LLMUnavailable
+from t2s import deadline
+from t2s.errors import ConfigError, DeadlineExceeded, LLMAuthError, LLMError, LLMRefused, LLMUnavailable
+from t2s.values import json_safe_text
 
 if TYPE_CHECKING:
     import openai
@@ -129,7 +131,7 @@ class CompletionCache:
     def key(model: str, messages: Sequence[Message], params: ChatParams) -> str:
         payload = {"model": model, "messages": list(messages), "params": params.as_dict()}
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -160,15 +162,23 @@ class CompletionCache:
         row = self._conn().execute(
             "SELECT text, model, prompt_tokens, completion_tokens FROM completions WHERE key = ?", (key,)
         ).fetchone()
-        return None if row is None else (row[0], row[1], int(row[2]), int(row[3]))
+        if row is None:
+            return None
+        text = row[0].decode("utf-8", "surrogatepass") if isinstance(row[0], bytes) else row[0]
+        return text, row[1], int(row[2]), int(row[3])
 
     def put(self, key: str, completion: Completion) -> None:
         if self.path is None:
             return
         conn = self._conn()
+        text: str | bytes = completion.text
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: SQLite text must be UTF-8, so the exact text goes as bytes
+            text = completion.text.encode("utf-8", "surrogatepass")
         with conn:
             conn.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
-                         (key, completion.model, completion.text, completion.prompt_tokens,
+                         (key, completion.model, text, completion.prompt_tokens,
                           completion.completion_tokens, time.time()))
 
     def __len__(self) -> int:
@@ -289,10 +299,16 @@ class _Endpoints:
         self._last = threading.local()
 
     @contextlib.contextmanager
-    def take(self) -> Any:
+    def take(self, timeout_s: float | None = None) -> Any:
+        end = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while all(self._busy):
-                self._cond.wait()
+                if end is None:
+                    self._cond.wait()
+                elif end <= time.monotonic():
+                    raise DeadlineExceeded("the request's deadline passed while every model server was busy")
+                else:
+                    self._cond.wait(end - time.monotonic())
             last = getattr(self._last, "index", None)
             index = last if last is not None and not self._busy[last] else self._busy.index(False)
             self._busy[index] = True
@@ -401,17 +417,24 @@ class LLMClient:
         return openai.DefaultHttpxClient(trust_env=False) if _is_loopback(url) else None
 
     @contextlib.contextmanager
-    def _endpoint(self) -> Any:
-        """The openai client for one request: the calling thread's shard, or a free one of several endpoints."""
+    def _endpoint(self, wait_s: float | None = None) -> Any:
+        """The openai client for one request (a request slot held): the calling thread's shard, or a free one of
+        several endpoints. ``wait_s`` bounds the wait for a slot (a served request's deadline)."""
         self._openai()
-        if self._endpoints is None:
-            index = getattr(self._thread, "shard", None)
-            if index is None:  # each thread keeps one connection pool
-                index = self._thread.shard = next(self._shard_counter) % len(self._shards)
-            yield self._shards[index]
-        else:
-            with self._endpoints.take() as taken:
-                yield taken
+        if not self._semaphore.acquire(timeout=wait_s):
+            raise DeadlineExceeded(f"the request's deadline passed while {self.concurrency} model requests were "
+                                   "in flight")
+        try:
+            if self._endpoints is None:
+                index = getattr(self._thread, "shard", None)
+                if index is None:  # each thread keeps one connection pool
+                    index = self._thread.shard = next(self._shard_counter) % len(self._shards)
+                yield self._shards[index]
+            else:
+                with self._endpoints.take(wait_s) as taken:
+                    yield taken
+        finally:
+            self._semaphore.release()
 
     @classmethod
     def from_settings(cls, settings: Settings,
@@ -506,6 +529,9 @@ class LLMClient:
         import openai
 
         self._openai()
+        # JSON bodies are UTF-8: a lone surrogate (in a question, or a model answer echoed by a repair turn)
+        # would make the HTTP client raise before anything is sent.
+        sendable = [{k: json_safe_text(v) if isinstance(v, str) else v for k, v in m.items()} for m in messages]
         attempts = 0
         client: Any = None
         # Our own retry loop, not the openai client's (built with max_retries=0). openai 2.x does honour
@@ -515,12 +541,15 @@ class LLMClient:
         # - a Retry-After above its 120 s cap makes it give up at once; here we wait the cap and retry;
         # - its sleep is a hard-wired ``time.sleep`` and it does not report the attempts made, while the
         #   tests inject ``sleep`` and :class:`Completion` / the error messages carry the attempt count.
+        budget = deadline.current()  # a served request's deadline bounds every attempt and wait
         while True:
             attempts += 1
+            per_attempt = self.timeout_s if budget is None else min(self.timeout_s, budget.left_for("the model answered"))
             try:
-                with self._semaphore, self._endpoint() as client:
+                with self._endpoint(None if budget is None else per_attempt) as client:
                     response = client.chat.completions.create(
-                        model=self.model, messages=messages, **params.request_kwargs(), **extra)  # type: ignore[arg-type]
+                        model=self.model, messages=sendable, **params.request_kwargs(), **extra,  # type: ignore[arg-type]
+                        timeout=per_attempt)
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 message = self._redact(_provider_message(exc))
@@ -537,6 +566,9 @@ class LLMClient:
                 delay = retry_after_seconds(exc.response.headers)
                 delay = backoff_delay(attempts) if delay is None else min(delay, RETRY_AFTER_CAP_S)
             except openai.APIConnectionError as exc:  # includes APITimeoutError
+                if budget is not None and budget.remaining() <= 0:
+                    raise DeadlineExceeded(f"the request's deadline ({budget.seconds:g} s) passed while waiting for "
+                                           f"the model ({attempts} attempt(s))") from None
                 if self._endpoints is not None:
                     self._endpoints.move_on()  # one of several servers is gone or stuck: retry on another
                 if attempts > self.max_retries:
@@ -551,6 +583,9 @@ class LLMClient:
                 delay = backoff_delay(attempts)
             else:
                 break
+            if budget is not None and delay >= budget.remaining():
+                raise DeadlineExceeded(f"the request's deadline ({budget.seconds:g} s) leaves no time to retry the "
+                                       f"model after {attempts} failed attempt(s)")
             self._sleep(delay)
         return response, attempts
 

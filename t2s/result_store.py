@@ -24,7 +24,7 @@ __all__ = ["ResultStore", "store_key"]
 
 def store_key(*parts: object) -> str:
     """A fixed-length key from the parts an entry depends on."""
-    return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()
+    return hashlib.sha256("\x00".join(str(p) for p in parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class ResultStore:

@@ -142,12 +142,31 @@ class Sandbox:
         self._count = 0
         self._cond = threading.Condition()
         self.killed = 0  # workers killed at a deadline or found dead: visible to benchmarks and tests
+        self.in_use = 0  # workers handed to a query right now (released or killed when execute returns)
 
-    def execute(self, spec: EngineSpec, sql: str, *, timeout_s: float, max_rows: int) -> QueryResult:
-        worker = self._acquire()
+    def execute(self, spec: EngineSpec, sql: str, *, timeout_s: float, max_rows: int,
+                wait_s: float | None = None) -> QueryResult:
+        """Run ``sql`` on a worker. ``wait_s`` bounds the wait for a free (and started) worker: past it,
+        :class:`~t2s.errors.DeadlineExceeded` (a served request's deadline; no bound by default)."""
+        start = time.monotonic()
+        worker = self._acquire(wait_s)
         try:
-            worker.wait_ready()
-        except (TimeoutError, _WorkerGone) as exc:
+            return self._run(worker, spec, sql, timeout_s, max_rows, wait_s, start)
+        finally:
+            with self._cond:
+                self.in_use -= 1
+
+    def _run(self, worker: _Worker, spec: EngineSpec, sql: str, timeout_s: float, max_rows: int,
+             wait_s: float | None, start: float) -> QueryResult:
+        try:
+            worker.wait_ready(60.0 if wait_s is None else max(0.0, min(60.0, wait_s - (time.monotonic() - start))))
+        except TimeoutError:
+            if wait_s is None:
+                self._discard(worker)
+                raise errors.SqlExecutionError("a SQL worker process did not start within 60 s") from None
+            self._release(worker)  # still starting: the next query gets it
+            raise errors.DeadlineExceeded("no SQL worker was ready before the request's deadline") from None
+        except _WorkerGone as exc:
             self._discard(worker)
             raise errors.SqlExecutionError(f"a SQL worker process did not start: {exc}") from None
         deadline = time.monotonic() + timeout_s + self.grace_s
@@ -173,24 +192,31 @@ class Sandbox:
             cls = errors.SqlExecutionError
         raise cls(message)
 
-    def _acquire(self) -> _Worker:
+    def _acquire(self, wait_s: float | None = None) -> _Worker:
+        end = None if wait_s is None else time.monotonic() + wait_s
         with self._cond:
             while True:
                 while self._idle:
                     worker = self._idle.pop()
                     if worker.alive:
+                        self.in_use += 1
                         return worker
                     self._count -= 1
                     worker.kill()
                 if self._count < self.max_workers:
                     self._count += 1
+                    self.in_use += 1
                     break
-                self._cond.wait()
+                if end is None:
+                    self._cond.wait()
+                elif not self._cond.wait(max(0.0, end - time.monotonic())) and time.monotonic() >= end:
+                    raise errors.DeadlineExceeded("no SQL worker was free before the request's deadline")
         try:
             return _Worker(self.memory_mb)
         except BaseException as exc:
             with self._cond:
                 self._count -= 1
+                self.in_use -= 1
                 self._cond.notify()
             if isinstance(exc, OSError):
                 raise errors.SqlExecutionError(f"cannot start a SQL worker process: {exc}") from exc
@@ -318,7 +344,7 @@ def _open_session(spec: EngineSpec) -> Any:
     if spec.engine == "duckdb":
         return engines.DuckdbSession(Path(spec.location), spec.limits)
     if spec.engine == "postgres":
-        return engines.PostgresSession(spec.location, spec.schema)
+        return engines.PostgresSession(spec.location, spec.schema, spec.limits)
     raise errors.ConfigError(f"unknown engine {spec.engine!r}; choose sqlite, duckdb or postgres")
 
 
@@ -368,7 +394,7 @@ def _serve(memory_mb: int) -> None:
                         sessions.pop(other).close()
                 gc.collect()
                 res = _run_cached(sessions, spec, sql, timeout_s, max_rows)
-            reply = ("ok", res.columns, res.rows, res.truncated, res.elapsed_s)
+            reply = ("ok", res.columns, res.rows, res.truncated, res.elapsed_s, res.cells_clipped)
         except errors.Text2SQLError as exc:
             reply = ("err", type(exc).__name__, exc.message)
         except MemoryError:

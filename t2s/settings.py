@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     serve_breaker_failures: int = Field(5, ge=1, description="Consecutive model failures that open the circuit.")
     serve_breaker_reset_s: float = Field(30.0, gt=0, description="How long the circuit stays open before one probe.")
     serve_answer_cache: int = Field(1024, ge=0, description="Answers kept per process to serve while the circuit is open.")
+    # --- serving under steered answers and abusive callers (t2s/deadline.py, serving/service.py)
+    serve_request_deadline_s: float = Field(
+        30.0, gt=0, description="Wall-clock budget of one POST /v1/sql: every model call and every SQL execution of "
+                                "the strategy and the final one share it; past it the answer is outcome timeout.")
+    serve_sql_workers_per_principal: int = Field(
+        0, ge=0, description="SQL worker processes one principal may hold at once in a serving process; more of its "
+                             "queries wait within their deadline. 0: half of T2S_SANDBOX_WORKERS (at least 1).")
+    serve_max_cell_chars: int = Field(10_000, ge=16, description="A returned value is cut to this many characters "
+                                                                 "(response truncated: true).")
+    serve_max_response_bytes: int = Field(2_000_000, ge=1024, description="Rows stop once their approximate size "
+                                                                          "reaches this (response truncated: true).")
 
 
 @lru_cache(maxsize=1)

@@ -138,11 +138,9 @@ def test_injection_never_changes_the_database(client: TestClient, registry: dict
         r = ask(client, question)
         assert r.status_code == 200
         body = r.json()
-        assert body["outcome"] in ("guard_refused", "ok"), body
-        if body["outcome"] == "guard_refused":
-            assert body["rows"] is None and "DROP" in body["detail"]
-        else:  # the multi-statement answer: only its first SELECT is taken, the DELETE never runs
-            assert body["sql"].strip().upper() == "SELECT 1"
+        assert body["outcome"] == "guard_refused" and body["rows"] is None, body
+        # the DROP answer is refused by the guard; the multi-statement one is refused whole (not cut to its SELECT)
+        assert "DROP" in body["detail"] or "several SQL statements" in body["detail"], body
     assert md5(db) == before
     assert ask(client, "How many customers are there?").json()["rows"] == [[5]]
 
