@@ -67,7 +67,7 @@ def short(arn: str) -> str:
 
 
 def names_for(env: str) -> dict[str, str]:
-    from infra.cdk.serving import names
+    from infra.layout import names
 
     if env not in ("staging", "production"):
         raise DeployError(f"unknown environment {env!r}: use --env staging or --env production")

@@ -3,15 +3,20 @@ PostgreSQL, artifacts proxied by the server into S3 (``--serve-artifacts``). Wit
 a local moto S3 server stands in for AWS S3 (``local_s3=True``; needs the ``dev`` extra's moto).
 
 ``t2s tracking serve`` runs one until interrupted; tests use :class:`TrackingServer` as a context manager.
-The backend database is created when missing (MLflow needs its own database, as on RDS).
+The backend database is created when missing (MLflow needs its own database, as on RDS). With
+``auth=True`` it runs as on AWS with MLflow's basic-auth app: users ``admin``, ``deploy`` and ``serving``
+(passwords given), everyone else reads only (:mod:`infra.tracking_auth`); the auth store lives in a second
+database ``<backend db>_auth``.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,19 +59,27 @@ class TrackingServer:
     def __init__(self, backend_uri: str, *, host: str = "127.0.0.1", port: int = 0, workers: int = 2,
                  bucket: str = "t2s-artifacts", prefix: str = "mlflow-artifacts",
                  s3_endpoint_url: str | None = None, local_s3: bool = True, log_path: Path | None = None,
-                 start_timeout_s: float = 180) -> None:
+                 start_timeout_s: float = 180, auth_passwords: dict[str, str] | None = None) -> None:
         self.backend_uri = backend_uri
         self.host, self.port, self.workers = host, port or free_port(), workers
         self.bucket, self.prefix = bucket, prefix
         self.s3_endpoint_url, self.local_s3 = s3_endpoint_url, local_s3 and s3_endpoint_url is None
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
+        self.auth_passwords = auth_passwords
         self._moto: Any = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth_db_uri(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.backend_uri)
+        return url.set(database=f"{url.database}_auth").render_as_string(hide_password=False)
 
     @property
     def artifacts_destination(self) -> str:
@@ -112,6 +125,18 @@ class TrackingServer:
                "--port", str(self.port), "--workers", str(self.workers)]
         env = {**os.environ, **self.s3_env()}
         env.pop("MLFLOW_TRACKING_URI", None)
+        if self.auth_passwords is not None:
+            from infra.tracking_auth import prepare, write_auth_config
+
+            ensure_database(self.auth_db_uri)
+            prepare(self.backend_uri, self.auth_db_uri, self.auth_passwords)
+            config = Path(tempfile.mkdtemp(prefix="t2s-mlflow-auth-")) / "basic_auth.ini"
+            env |= {"MLFLOW_AUTH_CONFIG_PATH": str(write_auth_config(config, self.auth_db_uri)),
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": self.auth_passwords["admin"],
+                    # one session/CSRF key for every worker (on AWS: the TrackingFlaskKey secret)
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": env.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+                    or secrets.token_urlsafe(32)}
+            cmd[2:2] = ["--app-name", "basic-auth"]
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 - child keeps it
         self._proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_healthy()
@@ -123,9 +148,9 @@ class TrackingServer:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             assert self._proc is not None
-            if self._proc.poll() is not None:
+            if (code := self._proc.poll()) is not None:
                 self.stop()
-                raise TrackingServerError(f"mlflow server exited with {self._proc.returncode}"
+                raise TrackingServerError(f"mlflow server exited with {code}"
                                           + (f"; see {self.log_path}" if self.log_path else ""))
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:

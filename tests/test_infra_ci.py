@@ -77,7 +77,7 @@ def test_workflow_commands_exist_here() -> None:
     assert deploys == ["staging", "production"]
     result = CliRunner().invoke(app, ["deploy", "--help"])
     assert result.exit_code == 0 and "--image" in result.output
-    from infra.cdk.serving import names
+    from infra.layout import names
 
     for env in ("staging", "production"):  # the image repositories the CDK network stack creates
         assert f"t2s-{env}" in text and names(env)["cluster"] == f"t2s-{env}"

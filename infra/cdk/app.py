@@ -1,4 +1,4 @@
-"""The CDK app: three stacks per environment, chosen by context (``-c env=staging|production``).
+"""The CDK app: four stacks per environment (five in production: the DR region's backup vault), chosen by context (``-c env=staging|production``).
 
 ``build_app(context)`` is what the tests and ``python -m infra.cdk.app`` (the ``app`` of cdk.json) call.
 The stacks name no account: the templates deploy to whichever account the credentials point at. Only the
@@ -18,8 +18,11 @@ from infra.cdk.config import EnvConfig, load_config
 FEATURE_FLAGS: dict[str, Any] = {"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True}
 
 
-def stack_names(env: str) -> dict[str, str]:
-    return {"network": f"T2S-{env}-Network", "data": f"T2S-{env}-Data", "serving": f"T2S-{env}-Serving"}
+def stack_names(env: str, dr: bool = False) -> dict[str, str]:
+    """Stack names in deploy order (``dr``: the cross-region backup vault stack, production)."""
+    names = {"network": f"T2S-{env}-Network", "identity": f"T2S-{env}-Identity", "data": f"T2S-{env}-Data",
+             "serving": f"T2S-{env}-Serving"}
+    return {"dr_vault": f"T2S-{env}-DrVault", **names} if dr else names
 
 
 def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) -> tuple[Any, EnvConfig]:
@@ -27,7 +30,8 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     import aws_cdk as cdk
 
-    from infra.cdk.data import build_data_stack
+    from infra.cdk.data import build_data_stack, build_dr_vault_stack
+    from infra.cdk.identity import build_identity_stack
     from infra.cdk.nag import apply_checkov_skips, apply_nag
     from infra.cdk.network import build_network_stack
     from infra.cdk.serving import build_serving_stack
@@ -37,12 +41,18 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     app = cdk.App(context={**FEATURE_FLAGS, **merged}, outdir=outdir)
     cfg = load_config(merged)
     env = cdk.Environment(region=cfg.region)
-    names = stack_names(cfg.name)
+    names = stack_names(cfg.name, dr=cfg.dr_region is not None)
     tags = {"project": "text2sql-ops", "environment": cfg.name}
-    network = build_network_stack(app, names["network"], cfg, env=env, tags=tags)
-    data = build_data_stack(app, names["data"], cfg, network, env=env, tags=tags)
-    serving = build_serving_stack(app, names["serving"], cfg, network, data, env=env, tags=tags)
-    stacks = {"network": network, "data": data, "serving": serving}
+    stacks: dict[str, Any] = {}
+    if cfg.dr_region:
+        stacks["dr_vault"] = build_dr_vault_stack(app, names["dr_vault"], cfg,
+                                                  env=cdk.Environment(region=cfg.dr_region), tags=tags)
+    network = stacks["network"] = build_network_stack(app, names["network"], cfg, env=env, tags=tags)
+    identity = stacks["identity"] = build_identity_stack(app, names["identity"], cfg, env=env, tags=tags)
+    data = stacks["data"] = build_data_stack(app, names["data"], cfg, network, env=env, tags=tags)
+    if cfg.dr_region:
+        data.add_dependency(stacks["dr_vault"], "backups are copied into the DR region's vault")
+    stacks["serving"] = build_serving_stack(app, names["serving"], cfg, network, data, identity, env=env, tags=tags)
     apply_nag(app, cfg, stacks)
     apply_checkov_skips(cfg, stacks)
     return app, cfg

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.cdk.config import EnvConfig
+from infra.layout import TRACKING_USERS
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class Ack:
 _BUCKET_EXPORT = "T2S-{env}-Data:ExportsOutputFnGetAttArtifacts82DD59A1Arn3B515032"
 
 
+_BACKUP_ROLE = ("AWS Backup's service-role managed policies (backup and restore; RDS, and S3 for the artifact "
+                "bucket) are what AWS documents for a backup selection's role; AWS maintains them per service.")
+
+
 def acknowledgements(cfg: EnvConfig) -> list[Ack]:
     """The accepted findings for ``cfg``'s environment (staging accepts two more than production)."""
     bucket = _BUCKET_EXPORT.format(env=cfg.name)
@@ -37,10 +42,26 @@ def acknowledgements(cfg: EnvConfig) -> list[Ack]:
             "Ingress is the VPC's own CIDR (and the reviewers' VPN CIDR): a token cdk-nag cannot resolve."),
         Ack("data", "ModelApiKey", "AwsSolutions-SMG4",
             "The provider key is issued by the model provider; it is rotated there and put here by hand."),
-        Ack("data", "Database/Secret", "AwsSolutions-SMG4",
-            "Tasks receive the password at start (ECS secret); rotation is a planned change with a redeploy."),
         Ack("data", "RedisAuthToken", "AwsSolutions-SMG4",
-            "Changing a Redis AUTH token needs a coordinated ElastiCache modify and redeploy, done by hand."),
+            "No Secrets Manager rotation function exists for ElastiCache AUTH tokens: rotation is ElastiCache's "
+            "two-token ROTATE/SET sequence around an API redeploy (infra/README.md, 'Secrets and rotation')."),
+        Ack("data", "UserHashKey", "AwsSolutions-SMG4",
+            "Key of the stored user-id HMAC: a new key splits every user's history in the A/B store (sticky "
+            "assignment, per-user statistics), so it is changed deliberately, never on a schedule."),
+        Ack("data", "TrackingFlaskKey", "AwsSolutions-SMG4",
+            "MLflow's session/CSRF key: rotated by put-secret-value and a tracking deploy (signs UI users out)."),
+        *(Ack("data", f"Tracking{u.title()}Password", "AwsSolutions-SMG4",
+              "MLflow basic-auth password: no rotation function exists for MLflow; the tracking task applies the "
+              "secret's value at every start (infra/tracking_auth.py), so rotation is put-secret-value and a "
+              "tracking deploy (infra/README.md, 'Secrets and rotation').") for u in TRACKING_USERS),
+        Ack("data", "BackupRole", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                                  "AWSBackupServiceRolePolicyForBackup]", _BACKUP_ROLE),
+        Ack("data", "BackupRole", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                                  "AWSBackupServiceRolePolicyForRestores]", _BACKUP_ROLE),
+        Ack("data", "BackupRole", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                                  "AWSBackupServiceRolePolicyForS3Backup]", _BACKUP_ROLE),
+        Ack("data", "BackupRole", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                                  "AWSBackupServiceRolePolicyForS3Restore]", _BACKUP_ROLE),
         Ack("data", "Database/MonitoringRole", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
                                                "service-role/AmazonRDSEnhancedMonitoringRole]",
             "RDS enhanced monitoring requires the AWS-managed AmazonRDSEnhancedMonitoringRole policy."),
@@ -58,9 +79,13 @@ def acknowledgements(cfg: EnvConfig) -> list[Ack]:
         Ack("serving", "ApiTask/ExecutionRole", "AwsSolutions-IAM5[Resource::*]",
             "ecr:GetAuthorizationToken has no resource ARNs; image pulls are limited to this environment's "
             "repository in a separate statement."),
-        Ack("serving", "TrackingTask/ExecutionRole", "AwsSolutions-IAM5[Resource::*]",
-            "ecr:GetAuthorizationToken has no resource ARNs; image pulls are limited to this environment's "
-            "repository in a separate statement."),
+        *(Ack("serving", f"{t}/ExecutionRole", "AwsSolutions-IAM5[Resource::*]",
+              "ecr:GetAuthorizationToken has no resource ARNs; image pulls are limited to this environment's "
+              "repository in a separate statement.") for t in ("TrackingTask", "BootstrapTask")),
+        Ack("serving", "BootstrapTaskRole", f"AwsSolutions-IAM5[Resource::{bucket}/serving/bootstrap/*]",
+            "The bootstrap task reads the exported bundles under its own prefix serving/bootstrap/*."),
+        Ack("serving", "BootstrapTask", "AwsSolutions-ECS2",
+            "Environment holds the tracking URL and user name; the password comes from Secrets Manager."),
         Ack("serving", "ApiTask", "AwsSolutions-ECS2",
             "Environment holds non-secret configuration (hosts, ports, worker count); secrets come from "
             "Secrets Manager."),
@@ -92,20 +117,11 @@ def checkov_skips(cfg: EnvConfig) -> list[Ack]:
     """Accepted checkov findings (``rule`` is the check id)."""
     cmk = ("AWS-managed key: with the data stack's customer key every grant to a task execution role in the "
            "serving stack would edit that key's policy and make the two stacks depend on each other.")
-    logs_kms = "CloudWatch Logs encrypts at rest with its service key; the logs hold no secrets or SQL by default."
-    skips = [
-        Ack("data", "ModelApiKey", "CKV_AWS_149", cmk),
-        Ack("data", "Database/Secret", "CKV_AWS_149", cmk),
-        Ack("data", "RedisAuthToken", "CKV_AWS_149", cmk),
-        Ack("data", "AccessLogs", "CKV_AWS_18", "This is the access-log bucket itself; logging it into itself loops."),
-        Ack("network", "FlowLogs", "CKV_AWS_158", logs_kms),
-        Ack("serving", "Logs", "CKV_AWS_158", logs_kms),
-        Ack("serving", "WafLogs", "CKV_AWS_158", logs_kms),
-        Ack("serving", "TrackingAlb/TrackingHttp", "CKV_AWS_2",
-            "Private path: the internal tracking ALB is reachable only from the VPC and the reviewers' VPN."),
-        Ack("serving", "TrackingAlb/TrackingHttp", "CKV_AWS_103",
-            "Private path: the internal tracking ALB is reachable only from the VPC and the reviewers' VPN."),
-    ]
+    secrets = ["ModelApiKey", "Database/Secret", "RedisAuthToken", "UserHashKey", "TrackingFlaskKey",
+               "ApiDbUser", "TrackingDbUser", *(f"Tracking{u.title()}Password" for u in TRACKING_USERS)]
+    skips = [Ack("data", path, "CKV_AWS_149", cmk) for path in secrets]
+    skips.append(Ack("data", "AccessLogs", "CKV_AWS_18",
+                     "This is the access-log bucket itself; logging it into itself loops."))
     if not cfg.db_multi_az:
         skips.append(Ack("data", "Database", "CKV_AWS_157", "Single-AZ outside production; production is multi-AZ."))
     return skips

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.cdk.config import EnvConfig
+from infra.cdk.keys import logs_key
 
 
 def build_network_stack(scope: Any, stack_id: str, cfg: EnvConfig, **kwargs: Any) -> Any:
@@ -31,6 +32,7 @@ def build_network_stack(scope: Any, stack_id: str, cfg: EnvConfig, **kwargs: Any
             ],
         )
         flow_logs = logs.LogGroup(stack, "FlowLogs", retention=logs.RetentionDays.ONE_MONTH,
+                                  encryption_key=logs_key(stack, "FlowLogsKey", "t2s VPC flow logs"),
                                   removal_policy=cdk.RemovalPolicy.DESTROY)
         vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
                          traffic_type=ec2.FlowLogTrafficType.REJECT)
@@ -45,6 +47,7 @@ def build_network_stack(scope: Any, stack_id: str, cfg: EnvConfig, **kwargs: Any
         "tracking": sg("TrackingSg", "MLflow tracking tasks: from the internal ALB only"),
         "db": sg("DbSg", "RDS PostgreSQL: from the API and tracking tasks"),
         "redis": sg("RedisSg", "ElastiCache Redis: from the API tasks"),
+        "rotation": sg("RotationSg", "Secrets Manager rotation functions: to the database and AWS APIs"),
     }
     https = ec2.Port.tcp(443)
     groups["alb"].add_ingress_rule(ec2.Peer.any_ipv4(), https, "HTTPS from users")
@@ -53,10 +56,10 @@ def build_network_stack(scope: Any, stack_id: str, cfg: EnvConfig, **kwargs: Any
     groups["api"].add_egress_rule(ec2.Peer.any_ipv4(), https, "model provider, AWS APIs (HTTPS)")
     groups["api"].add_egress_rule(groups["db"], ec2.Port.tcp(5432), "request/feedback store")
     groups["api"].add_egress_rule(groups["redis"], ec2.Port.tcp(6379), "rate-limit counters")
-    groups["api"].add_egress_rule(groups["tracking_alb"], ec2.Port.tcp(80), "MLflow registry (champion model)")
-    groups["tracking_alb"].add_ingress_rule(ec2.Peer.ipv4(vpc.vpc_cidr_block), ec2.Port.tcp(80), "from inside the VPC")
+    groups["api"].add_egress_rule(groups["tracking_alb"], https, "MLflow registry (champion model)")
+    groups["tracking_alb"].add_ingress_rule(ec2.Peer.ipv4(vpc.vpc_cidr_block), https, "from inside the VPC")
     if cfg.reviewer_cidr:
-        groups["tracking_alb"].add_ingress_rule(ec2.Peer.ipv4(cfg.reviewer_cidr), ec2.Port.tcp(80), "reviewers' VPN")
+        groups["tracking_alb"].add_ingress_rule(ec2.Peer.ipv4(cfg.reviewer_cidr), https, "reviewers' VPN")
     groups["tracking_alb"].add_egress_rule(groups["tracking"], ec2.Port.tcp(5000), "to tracking tasks")
     groups["tracking"].add_ingress_rule(groups["tracking_alb"], ec2.Port.tcp(5000), "from the internal ALB")
     groups["tracking"].add_egress_rule(ec2.Peer.any_ipv4(), https, "S3 artifacts, AWS APIs (HTTPS)")
@@ -64,6 +67,9 @@ def build_network_stack(scope: Any, stack_id: str, cfg: EnvConfig, **kwargs: Any
     groups["db"].add_ingress_rule(groups["api"], ec2.Port.tcp(5432), "from API tasks")
     groups["db"].add_ingress_rule(groups["tracking"], ec2.Port.tcp(5432), "from tracking tasks")
     groups["redis"].add_ingress_rule(groups["api"], ec2.Port.tcp(6379), "from API tasks")
+    groups["rotation"].add_egress_rule(groups["db"], ec2.Port.tcp(5432), "rotate database users")
+    groups["rotation"].add_egress_rule(ec2.Peer.any_ipv4(), https, "Secrets Manager API (HTTPS)")
+    groups["db"].add_ingress_rule(groups["rotation"], ec2.Port.tcp(5432), "from the rotation functions")
 
     repository = ecr.Repository(
         stack, "Repository", repository_name=f"t2s-{cfg.name}", image_scan_on_push=True, image_tag_mutability=ecr.TagMutability.IMMUTABLE,
@@ -71,6 +77,14 @@ def build_network_stack(scope: Any, stack_id: str, cfg: EnvConfig, **kwargs: Any
         lifecycle_rules=[ecr.LifecycleRule(max_image_count=50, description="keep the last 50 images")],
         removal_policy=cdk.RemovalPolicy.RETAIN,
     )
+    if cfg.dr_region:  # images are needed to restore in the DR region: ECR replicates every push there
+        ecr.CfnReplicationConfiguration(stack, "ImageReplication", replication_configuration=(
+            ecr.CfnReplicationConfiguration.ReplicationConfigurationProperty(rules=[
+                ecr.CfnReplicationConfiguration.ReplicationRuleProperty(
+                    destinations=[ecr.CfnReplicationConfiguration.ReplicationDestinationProperty(
+                        region=cfg.dr_region, registry_id=cdk.Aws.ACCOUNT_ID)],
+                    repository_filters=[ecr.CfnReplicationConfiguration.RepositoryFilterProperty(
+                        filter=f"t2s-{cfg.name}", filter_type="PREFIX_MATCH")])])))
     cdk.CfnOutput(stack, "RepositoryUri", value=repository.repository_uri)
     stack.vpc = vpc  # type: ignore[attr-defined]
     stack.groups = groups  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """The CloudWatch dashboard and alarms, generated from the metric catalogue in :mod:`t2s.metric_names`.
 
-Per-variant panels (one line per configured variant): online accuracy as ``sum(Correct)/sum(Labeled)``,
+Alarms reach people through an SNS topic encrypted with a customer key whose policy lets CloudWatch use it
+(:mod:`infra.cdk.keys`). Per-variant panels (one line per configured variant): online accuracy as ``sum(Correct)/sum(Labeled)``,
 p50/p95 latency, requests, and each outcome counter as a rate per 100 requests. Alarms (all to one SNS
 topic; the 5xx and p95 alarms also roll a deployment back):
 - online accuracy per variant, a ratio of hourly sums, evaluated only when the hour has enough labels
@@ -52,14 +53,19 @@ def build_observability(stack: Any, cfg: EnvConfig, *, load_balancer: Any, targe
     from aws_cdk import aws_cloudwatch as cw
     from aws_cdk import aws_cloudwatch_actions as cw_actions
     from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-    from aws_cdk import aws_kms as kms
+    from aws_cdk import aws_iam as iam
     from aws_cdk import aws_sns as sns
     from aws_cdk import aws_sns_subscriptions as subs
 
+    from infra.cdk.keys import alarm_source, alarm_topic_key
+
     prefix = f"t2s-{cfg.name}"
-    topic_key = kms.Alias.from_alias_name(stack, "SnsKey", "alias/aws/sns")
-    topic = sns.Topic(stack, "AlarmTopic", display_name=f"{prefix} alarms", master_key=topic_key,
-                      enforce_ssl=True)
+    # A customer key CloudWatch may use: with the AWS-managed aws/sns key no alarm would ever be delivered.
+    topic = sns.Topic(stack, "AlarmTopic", display_name=f"{prefix} alarms", enforce_ssl=True,
+                      master_key=alarm_topic_key(stack, "AlarmTopicKey", f"{prefix}-"))
+    topic.add_to_resource_policy(iam.PolicyStatement(
+        sid="CloudWatchAlarmsPublish", principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+        actions=["sns:Publish"], resources=[topic.topic_arn], conditions=alarm_source(f"{prefix}-")))
     if cfg.alarm_email:
         topic.add_subscription(subs.EmailSubscription(cfg.alarm_email))
     action = cw_actions.SnsAction(topic)

@@ -1,9 +1,19 @@
 """Serving stack: ECS cluster, the API as a Fargate service in private subnets behind a public HTTPS ALB
 (HTTPS only) with a WAF web ACL, target-tracking autoscaling (CPU and requests per target), the deployment circuit
-breaker and alarm-based rollback, plus the tracking service and the dashboard/alarms.
+breaker and alarm-based rollback, plus the tracking service, the app clients of the Cognito pool, the one-off
+bootstrap task and the dashboard/alarms.
 
 Names are fixed per environment (cluster ``t2s-<env>``, service ``t2s-<env>-api``, task family
 ``t2s-<env>-api``) because ``t2s deploy`` finds them by these names.
+
+Images: the task definitions take their image from SSM parameters (``/t2s/<env>/<service>/image``, read by
+CloudFormation at every deploy), which ``t2s deploy`` updates after each successful rollout; so a later
+``cdk deploy`` keeps the image that runs instead of resetting it.
+
+Health: the load balancer checks ``/health`` (liveness: the process answers). A fresh stack has no champion
+model yet; the API then answers and its tasks stay in service while ``/health/ready`` says why it cannot
+serve ("no champion yet", see infra/README.md "First deploy"). ``t2s deploy --ready-url`` gates rollouts on
+readiness instead.
 """
 
 from __future__ import annotations
@@ -12,20 +22,17 @@ import json
 from typing import Any
 
 from infra.cdk.config import EnvConfig
-from infra.cdk.data import API_PREFIX, DB_NAME
+from infra.cdk.identity import GROUPS, add_app_clients
+from infra.cdk.keys import logs_key
 from infra.cdk.observability import build_observability
-from infra.cdk.tracking import build_tracking
+from infra.cdk.tracking import add_db_init, build_bootstrap_task, build_tracking, db_environment
+from infra.layout import API_PREFIX, DB_NAME, names
 from t2s.metric_names import NAMESPACE
 
 API_PORT = 8000
+CERTIFICATE_PATTERN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/.+$"
 MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet",
                        "AWSManagedRulesAmazonIpReputationList")
-
-
-def names(env: str) -> dict[str, str]:
-    """The physical names ``t2s deploy`` relies on."""
-    return {"cluster": f"t2s-{env}", "service": f"t2s-{env}-api", "family": f"t2s-{env}-api",
-            "tracking_service": f"t2s-{env}-tracking"}
 
 
 def _retention(days: int) -> Any:
@@ -37,7 +44,7 @@ def _retention(days: int) -> Any:
     return table[days]
 
 
-def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any, data: Any,
+def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any, data: Any, identity: Any,
                         **kwargs: Any) -> Any:
     import aws_cdk as cdk
     from aws_cdk import aws_ec2 as ec2
@@ -48,15 +55,17 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
 
     stack = cdk.Stack(scope, stack_id, **kwargs)
     n = names(cfg.name)
-    image_uri = cdk.CfnParameter(stack, "ImageUri", type="String",
-                                 description="Container image of the API (and tracking server), e.g. "
-                                             "<repository-uri>:<git-sha>")
-    certificate_arn = cdk.CfnParameter(stack, "CertificateArn", type="String",
-                                       allowed_pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/.+$",
+    images = {service: ecs.ContainerImage.from_registry(cdk.CfnParameter(
+        stack, param, type="AWS::SSM::Parameter::Value<String>", default=names(cfg.name, service)["image_parameter"],
+        description=f"SSM parameter holding the {service} image (<repository-uri>:<git-sha>); `t2s deploy` "
+                    "keeps it current, so a later cdk deploy keeps the running image").value_as_string)
+        for service, param in (("api", "ImageUri"), ("tracking", "TrackingImageUri"))}
+    image = images["api"]
+    certificate_arn = cdk.CfnParameter(stack, "CertificateArn", type="String", allowed_pattern=CERTIFICATE_PATTERN,
                                        description="ACM certificate for the public HTTPS listener")
-    image = ecs.ContainerImage.from_registry(image_uri.value_as_string)
+    logs_cmk = logs_key(stack, "LogsKey", "t2s service and WAF logs")
     log_group = logs.LogGroup(stack, "Logs", log_group_name=f"/t2s/{cfg.name}/services",
-                              retention=_retention(cfg.log_retention_days), encryption_key=None,
+                              retention=_retention(cfg.log_retention_days), encryption_key=logs_cmk,
                               removal_policy=cdk.RemovalPolicy.RETAIN)
     cluster = ecs.Cluster(stack, "Cluster", cluster_name=n["cluster"], vpc=network.vpc,
                           container_insights_v2=ecs.ContainerInsights.ENABLED)
@@ -79,36 +88,53 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
     role.add_to_policy(iam.PolicyStatement(
         sid="DataKey", actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[data.key.key_arn]))
 
-    tracking = build_tracking(stack, cfg, cluster=cluster, network=network, data=data, image=image,
+    tracking = build_tracking(stack, cfg, cluster=cluster, network=network, data=data, image=images["tracking"],
                               log_group=log_group)
+
+    # --- the public ALB first: the web client's default callback URL is on it ---
+    alb = elbv2.ApplicationLoadBalancer(
+        stack, "Alb", vpc=network.vpc, internet_facing=True, security_group=network.groups["alb"],
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC), drop_invalid_header_fields=True,
+        deletion_protection=cfg.deletion_protection)
+    public = f"https://{cfg.public_host or alb.load_balancer_dns_name}"
+    clients = add_app_clients(stack, cfg, identity, callback_urls=cfg.app_callback_urls or [f"{public}/app/callback"],
+                              logout_urls=[f"{public}/app/"])
 
     # --- API task definition ---
     db = data.database
     task = ecs.FargateTaskDefinition(stack, "ApiTask", family=n["family"], cpu=cfg.api_cpu,
                                      memory_limit_mib=cfg.api_memory_mib, task_role=role)
     task.add_volume(name="tmp")
-    auth = {"T2S_SERVE_AUTH": "required"}
-    if cfg.jwt_issuer:
-        auth |= {"T2S_SERVE_JWT_ISSUER": cfg.jwt_issuer,
-                 "T2S_SERVE_JWKS_URL": f"{cfg.jwt_issuer.rstrip('/')}/.well-known/jwks.json",
-                 "T2S_SERVE_JWT_CLIENT_IDS": json.dumps(cfg.jwt_client_ids)}
+    db_init = add_db_init(task, "api", data=data, image=image, log_group=log_group)
+    client_ids = [clients["api"].user_pool_client_id, clients["web"].user_pool_client_id]
+    auth = {"T2S_SERVE_AUTH": "required", "T2S_SERVE_JWT_ISSUER": identity.issuer,
+            "T2S_SERVE_JWKS_URL": f"{identity.issuer}/.well-known/jwks.json",
+            "T2S_SERVE_JWT_CLIENT_IDS": json.dumps(client_ids),
+            "T2S_SERVE_JWT_ADMIN_GROUPS": json.dumps([g for g in GROUPS if g == "admin"]),
+            "T2S_SERVE_JWT_REVIEWER_GROUPS": json.dumps([g for g in GROUPS if g == "reviewer"])}
     container = task.add_container(
         "api", image=image, essential=True, readonly_root_filesystem=True,
         environment={
             **auth,
             "T2S_SERVE_HOST": "0.0.0.0", "T2S_SERVE_PORT": str(API_PORT), "T2S_SERVE_WORKERS": str(cfg.api_workers),
-            "T2S_SERVE_STORE_URL": f"postgresql+psycopg://t2s@{db.db_instance_endpoint_address}:5432/{DB_NAME}"
+            # no user in the URL: libpq reads PGUSER/PGPASSWORD (the API's own user) and PGOPTIONS (its role)
+            "T2S_SERVE_STORE_URL": f"postgresql+psycopg://{db.db_instance_endpoint_address}:5432/{DB_NAME}"
                                    "?sslmode=require",
+            **db_environment("api"),
+            "T2S_SERVE_DATABASES": json.dumps(cfg.serve_databases),
             "T2S_REDIS_URL": f"rediss://{data.redis.attr_primary_end_point_address}:6379/0",
-            "MLFLOW_TRACKING_URI": tracking["url"],
+            "MLFLOW_TRACKING_URI": tracking["url"], "MLFLOW_TRACKING_USERNAME": "serving",
             "T2S_LLM_PROVIDER": "openai",
             "T2S_METRICS_NAMESPACE": NAMESPACE, "AWS_EMF_ENVIRONMENT": "Local",
             "T2S_CACHE_DIR": "/tmp/t2s-cache", "HOME": "/tmp", "TMPDIR": "/tmp",
         },
         secrets={
             "T2S_LLM_API_KEY": ecs.Secret.from_secrets_manager(data.model_key),
-            "PGPASSWORD": ecs.Secret.from_secrets_manager(db.secret, "password"),
+            "PGUSER": ecs.Secret.from_secrets_manager(data.db_users["api"], "username"),
+            "PGPASSWORD": ecs.Secret.from_secrets_manager(data.db_users["api"], "password"),
             "T2S_REDIS_PASSWORD": ecs.Secret.from_secrets_manager(data.redis_token),
+            "T2S_SERVE_USER_HASH_KEY": ecs.Secret.from_secrets_manager(data.user_hash_key),
+            "MLFLOW_TRACKING_PASSWORD": ecs.Secret.from_secrets_manager(data.tracking_secrets["serving"]),
         },
         port_mappings=[ecs.PortMapping(container_port=API_PORT)],
         logging=ecs.LogDrivers.aws_logs(stream_prefix="api", log_group=log_group),
@@ -118,14 +144,14 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
             start_period=cdk.Duration.seconds(40)),
     )
     container.add_mount_points(ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False))
-    for task_definition in (task, tracking["service"].task_definition):
+    container.add_container_dependencies(ecs.ContainerDependency(
+        container=db_init, condition=ecs.ContainerDependencyCondition.SUCCESS))
+    bootstrap = build_bootstrap_task(stack, cfg, data=data, image=image, log_group=log_group,
+                                     tracking_url=tracking["url"])
+    for task_definition in (task, tracking["service"].task_definition, bootstrap):
         network.repository.grant_pull(task_definition.obtain_execution_role())
 
     # --- public ALB: HTTPS only (no port 80 listener at all) ---
-    alb = elbv2.ApplicationLoadBalancer(
-        stack, "Alb", vpc=network.vpc, internet_facing=True, security_group=network.groups["alb"],
-        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC), drop_invalid_header_fields=True,
-        deletion_protection=cfg.deletion_protection)
     alb.log_access_logs(data.access_logs, prefix="api-alb")
     listener = alb.add_listener(
         "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, open=False,
@@ -145,7 +171,8 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
     target_group = listener.add_targets(
         "Api", port=API_PORT, protocol=elbv2.ApplicationProtocol.HTTP, targets=[service],
         deregistration_delay=cdk.Duration.seconds(30),
-        health_check=elbv2.HealthCheck(path="/health/ready", healthy_http_codes="200",
+        # liveness: a stack with no champion yet stays up while /health/ready says why (see the docstring)
+        health_check=elbv2.HealthCheck(path="/health", healthy_http_codes="200",
                                        interval=cdk.Duration.seconds(15), healthy_threshold_count=2,
                                        unhealthy_threshold_count=3))
 
@@ -157,20 +184,29 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
                                    target_group=target_group, scale_in_cooldown=cdk.Duration.seconds(300),
                                    scale_out_cooldown=cdk.Duration.seconds(60))
 
-    _web_acl(stack, cfg, alb)
+    _web_acl(stack, cfg, alb, logs_cmk)
     obs = build_observability(stack, cfg, load_balancer=alb, target_group=target_group, service=service)
     for alarm in obs["rollback_alarms"]:
         service.node.add_dependency(alarm)
-    cdk.CfnOutput(stack, "ApiUrl", value=f"https://{alb.load_balancer_dns_name}")
+    cdk.CfnOutput(stack, "ApiUrl", value=public)
+    cdk.CfnOutput(stack, "BootstrapTaskFamily", value=n["bootstrap_family"])
     cdk.CfnOutput(stack, "AlarmTopicArn", value=obs["topic"].topic_arn)
     stack.service = service  # type: ignore[attr-defined]
     stack.observability = obs  # type: ignore[attr-defined]
     stack.tracking = tracking  # type: ignore[attr-defined]
+    stack.clients = clients  # type: ignore[attr-defined]
+    stack.bootstrap = bootstrap  # type: ignore[attr-defined]
     return stack
 
 
-def _web_acl(stack: Any, cfg: EnvConfig, alb: Any) -> Any:
-    """Regional web ACL on the public ALB: AWS managed rule groups plus a per-IP rate limit, logged."""
+# Request headers that carry credentials: WAF logs them in clear unless redacted (lower case: WAF matches
+# header names case-insensitively and stores them so).
+REDACTED_HEADERS = ("authorization", "x-api-key", "cookie")
+
+
+def _web_acl(stack: Any, cfg: EnvConfig, alb: Any, logs_cmk: Any) -> Any:
+    """Regional web ACL on the public ALB: AWS managed rule groups plus a per-IP rate limit, logged to a
+    KMS-encrypted log group with the credential headers (:data:`REDACTED_HEADERS`) redacted."""
     import aws_cdk as cdk
     from aws_cdk import aws_logs as logs
     from aws_cdk import aws_wafv2 as waf
@@ -195,7 +231,10 @@ def _web_acl(stack: Any, cfg: EnvConfig, alb: Any) -> Any:
     waf.CfnWebACLAssociation(stack, "WebAclAssociation", resource_arn=alb.load_balancer_arn,
                              web_acl_arn=acl.attr_arn)
     waf_logs = logs.LogGroup(stack, "WafLogs", log_group_name=f"aws-waf-logs-t2s-{cfg.name}",
-                             retention=_retention(cfg.log_retention_days), removal_policy=cdk.RemovalPolicy.RETAIN)
-    waf.CfnLoggingConfiguration(stack, "WafLogging", resource_arn=acl.attr_arn,
-                                log_destination_configs=[waf_logs.log_group_arn])
+                             retention=_retention(cfg.log_retention_days), encryption_key=logs_cmk,
+                             removal_policy=cdk.RemovalPolicy.RETAIN)
+    waf.CfnLoggingConfiguration(
+        stack, "WafLogging", resource_arn=acl.attr_arn, log_destination_configs=[waf_logs.log_group_arn],
+        redacted_fields=[waf.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": h})
+                         for h in REDACTED_HEADERS])
     return acl

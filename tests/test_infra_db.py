@@ -1,0 +1,169 @@
+"""What the tasks' start-up code does to a real PostgreSQL server (as on RDS, where the master user is not a
+superuser): ``infra.db_init`` gives each service its own least-privilege user and database, and
+``infra.tracking_auth`` runs the tracking server with basic auth where only admins and ``deploy`` move
+aliases."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def master(postgres_dsn: str) -> Iterator[str]:
+    """A CREATEROLE CREATEDB user that is not a superuser: what RDS's master user is."""
+    import psycopg
+
+    name = f"master_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {name} LOGIN CREATEROLE CREATEDB")
+    yield f"{postgres_dsn} user={name}"
+
+
+def _q(dsn: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as c:
+        cur = c.execute(sql, args)
+        return cur.fetchall() if cur.description else []
+
+
+def test_each_service_gets_its_own_least_privilege_user(master: str, postgres_dsn: str) -> None:
+    import psycopg
+
+    from infra.db_init import ServiceDb, ensure_service_db, service_db
+
+    assert service_db("tracking") == ServiceDb("mlflow", "mlflow_owner", ("mlflow", "mlflow_auth"))
+    assert service_db("api").login == "t2s_app"
+    tag = uuid.uuid4().hex[:6]
+    api = ServiceDb(f"app_{tag}", f"app_owner_{tag}", (f"store_{tag}",))
+    tracking = ServiceDb(f"ml_{tag}", f"ml_owner_{tag}", (f"ml_{tag}", f"ml_{tag}_auth"))
+
+    errors: list[BaseException] = []
+
+    def run(spec: ServiceDb) -> None:
+        try:
+            ensure_service_db(master, spec, spec.login, "pw-" + spec.login)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (api, tracking, api, tracking)]  # tasks starting together
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert ensure_service_db(master, api, api.login, "other") == []  # idempotent: nothing left to do
+
+    for spec in (api, tracking):
+        ((sup, createdb, createrole, login),) = _q(
+            postgres_dsn, "SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles WHERE rolname=%s",
+            spec.login)
+        assert (sup, createdb, createrole, login) == (False, False, False, True)
+        assert _q(postgres_dsn, "SELECT rolcanlogin FROM pg_roles WHERE rolname=%s", spec.owner) == [(False,)]
+        for db in spec.databases:
+            assert _q(postgres_dsn, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname=%s", db) == [(spec.owner,)]
+    # one service's user cannot open the other's database
+    assert _q(postgres_dsn, "SELECT has_database_privilege(%s, %s, 'CONNECT')", tracking.login, api.databases[0]) == [(False,)]
+    assert _q(postgres_dsn, "SELECT has_database_privilege(%s, %s, 'CONNECT')", api.login, tracking.databases[0]) == [(False,)]
+    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+        psycopg.connect(f"{postgres_dsn} user={tracking.login} dbname={api.databases[0]}").close()
+
+    # The service connects with PGOPTIONS=-c role=<owner>: its tables belong to the owner role, so the
+    # rotation's clone user (granted the original's memberships) can use and migrate them.
+    app = f"{postgres_dsn} user={api.login} dbname={api.databases[0]} options='-c role={api.owner}'"
+    _q(app, "CREATE TABLE requests (id int)")
+    assert _q(postgres_dsn.replace("dbname=postgres", f"dbname={api.databases[0]}"),
+              "SELECT tableowner FROM pg_tables WHERE tablename='requests'") == [(api.owner,)]
+    _q(postgres_dsn, f"CREATE ROLE {api.login}_clone LOGIN")
+    _q(postgres_dsn, f"GRANT {api.owner} TO {api.login}_clone")
+    clone = f"{postgres_dsn} user={api.login}_clone dbname={api.databases[0]} options='-c role={api.owner}'"
+    _q(clone, "ALTER TABLE requests ADD COLUMN variant text")
+    _q(clone, "INSERT INTO requests VALUES (1, 'A')")
+    assert _q(app, "SELECT variant FROM requests") == [("A",)]
+    # after a rotation the init container sees the clone in the secret and changes nothing
+    assert ensure_service_db(master, api, f"{api.login}_clone", "x") == []
+    from t2s.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected"):
+        ensure_service_db(master, api, "postgres", "x")
+
+
+def test_db_init_command_reports_a_missing_secret(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from infra.db_init import main
+
+    monkeypatch.delenv("T2S_DB_LOGIN_USER", raising=False)
+    assert main(["--service", "api"]) == 1
+    assert "T2S_DB_LOGIN_PASSWORD" in capsys.readouterr().err
+    assert main(["--service", "nope"]) == 1
+
+
+PASSWORDS = {"admin": "admin-password-1", "deploy": "deploy-password-1", "serving": "serving-password-1"}
+
+
+@pytest.mark.slow
+def test_tracking_server_only_admins_and_deploy_move_aliases(postgres_dsn: str, tmp_path: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+    from psycopg.conninfo import conninfo_to_dict
+
+    from infra.tracking_auth import prepare
+    from infra.tracking_server import TrackingServer
+    from t2s.bundle import REGISTERED_MODEL
+
+    pg = conninfo_to_dict(postgres_dsn)
+    backend = f"postgresql+psycopg://{pg['user']}@{pg['host']}:{pg['port']}/mlflow_auth_{uuid.uuid4().hex[:6]}"
+    with TrackingServer(backend, workers=1, auth_passwords=PASSWORDS, log_path=tmp_path / "mlflow.log") as srv:
+        def as_user(user: str, password: str | None = None) -> MlflowClient:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password or PASSWORDS.get(user, ""))
+            return MlflowClient(srv.url, srv.url)
+
+        with httpx.Client(trust_env=False) as http:
+            assert http.get(f"{srv.url}/health").status_code == 200  # the load balancer's check needs no login
+            anonymous = http.get(f"{srv.url}/api/2.0/mlflow/registered-models/get", params={"name": REGISTERED_MODEL})
+            assert anonymous.status_code == 401
+
+        deploy = as_user("deploy")
+        exp = deploy.create_experiment("bootstrap")
+        run = deploy.create_run(exp)
+        deploy.log_text(run.info.run_id, "bundle", "generator/MLmodel")
+        version = deploy.create_model_version(REGISTERED_MODEL, f"{run.info.artifact_uri}/generator",
+                                              run_id=run.info.run_id)
+        deploy.set_registered_model_alias(REGISTERED_MODEL, "champion", version.version)
+
+        serving = as_user("serving")
+        assert serving.get_model_version_by_alias(REGISTERED_MODEL, "champion").version == version.version
+        with pytest.raises(MlflowException, match=r"(?i)permission"):
+            serving.set_registered_model_alias(REGISTERED_MODEL, "challenger", version.version)
+
+        as_user("admin")
+        AuthServiceClient(srv.url).create_user("ana", "engineer-password-1")
+        ana = as_user("ana", "engineer-password-1")
+        ana_exp = ana.create_experiment("ana-sweep")  # engineers log their own runs ...
+        ana.log_metric(ana.create_run(ana_exp).info.run_id, "execution_accuracy", 0.5)
+        for move in (lambda: ana.set_registered_model_alias(REGISTERED_MODEL, "champion", version.version),
+                     lambda: ana.delete_registered_model_alias(REGISTERED_MODEL, "champion"),
+                     lambda: ana.create_model_version(REGISTERED_MODEL, f"{run.info.artifact_uri}/generator",
+                                                      run_id=run.info.run_id)):
+            with pytest.raises(MlflowException, match=r"(?i)permission"):  # ... but cannot change production
+                move()
+        admin = as_user("admin")
+        admin.set_registered_model_alias(REGISTERED_MODEL, "challenger", version.version)
+
+        # rotation: a new secret value is applied at the next start; the old password stops working
+        rotated = {**PASSWORDS, "serving": "serving-password-2"}
+        assert prepare(backend, srv.auth_db_uri, rotated) == ["updated user serving"]
+        with pytest.raises(MlflowException, match=r"(?i)401|unauthori"):
+            as_user("serving").get_registered_model(REGISTERED_MODEL)
+        assert as_user("serving", "serving-password-2").get_registered_model(REGISTERED_MODEL).name == REGISTERED_MODEL
