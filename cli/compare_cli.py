@@ -81,6 +81,41 @@ def decision_runs(variants, heldout, primary: str | None = None):  # type: ignor
     return pooled
 
 
+def best_within_budget(variants, policy):  # type: ignore[no-untyped-def]
+    """The most accurate variant (then valid-SQL rate, then name) that fits the serving budget, and the budget
+    reasons of the more accurate ones passed over. When none fits, the most accurate one: the gate then
+    refuses it, naming the budget."""
+    from evals.budget import check_budget
+
+    ranked = sorted(variants, key=lambda v: (v.metrics["execution_accuracy"], v.metrics["valid_sql_rate"],
+                                             v.variant), reverse=True)
+    passed_over = []
+    for v in ranked:
+        check = check_budget(v, policy.budget)
+        if check is None or check.within:
+            return v, passed_over
+        passed_over.append(check.reason)
+    return ranked[0], []
+
+
+def show_leaderboard(
+    path: Annotated[Path, typer.Argument(help="leaderboard.json written by `t2s compare`.")],
+    title: Annotated[str | None, typer.Option(help="Title line (default: the file's path).")] = None,
+) -> None:
+    """Print a leaderboard written by `t2s compare` as a table that fits 100 columns: rank, variant, accuracy
+    (overall and per dataset), what an answer costs, the serving budget, the comparison with the champion.
+    Every column is in leaderboard.md and the HTML report beside it."""
+    from pipelines.comparison_report import leaderboard_table
+    from t2s.errors import ConfigError
+
+    with cli_errors():
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the leaderboard: {exc}", file=path) from None
+        console.print(leaderboard_table(rows, title=title or str(path)))
+
+
 def _report(group, policy, folder: Path):  # type: ignore[no-untyped-def]
     """Leaderboard (Markdown, JSON, console), chart and HTML report of ``group`` in ``folder``; its rows."""
     from pipelines.comparison_report import (
@@ -115,7 +150,7 @@ def _log_to_sweep(group, folder: Path, artifact_path: str, best: dict) -> None: 
     import warnings
 
     from evals.pooling import datasets_of
-    from pipelines.mlflow_runs import experiment_id, sweep_run_id
+    from pipelines.mlflow_runs import experiment_id, readable_metric, sweep_run_id
 
     sweep_ids = {v.sweep_id for v in group if v.sweep_id}
     if len(sweep_ids) != 1:
@@ -131,7 +166,7 @@ def _log_to_sweep(group, folder: Path, artifact_path: str, best: dict) -> None: 
             for name in ("leaderboard.md", "leaderboard.json", "report.html", "accuracy_by_difficulty.png"):
                 client.log_artifact(parent, str(folder / name), artifact_path=artifact_path)
             if artifact_path == "compare":
-                client.log_metric(parent, "best_execution_accuracy", float(best["execution_accuracy"]))
+                client.log_metric(parent, "best_execution_accuracy", readable_metric(best["execution_accuracy"]))
                 client.set_tag(parent, "t2s.best_variant", best["variant"])
             else:
                 client.set_tag(parent, "t2s.decision_best_variant", best["variant"])
@@ -151,7 +186,6 @@ def compare(
     paired bootstrap interval, per difficulty). Writes a leaderboard (Markdown, JSON), a chart and an HTML
     report, and logs them to the sweep's MLflow run. A sweep over several datasets gets one report per
     dataset and the deciding one over all their items, where the gate also checks each dataset."""
-    from evals.gate import GatePolicy
     from pipelines.eval_config import gate_config
     from t2s.fileio import write_text_atomic
     from t2s.settings import get_settings
@@ -161,7 +195,7 @@ def compare(
         settings = get_settings()
         configure_mlflow(settings)
         gate = gate_config(params)
-        policy = GatePolicy(**gate.model_dump())
+        policy = gate.policy()
         variants = load_variants(sweep, directory)
         by_dataset: dict[str, list] = {}
         for v in variants:
@@ -205,7 +239,7 @@ def promote(
     """Move the champion aliases (model bundle and prompt) to a variant — only if it beats the current
     champion on the same items: significantly (McNemar p < alpha), by at least min_gain, with no difficulty
     bucket regressing beyond tolerance. The first promotion needs no gate. Every move is audited."""
-    from evals.gate import GatePolicy, decide
+    from evals.gate import decide
     from pipelines.eval_config import gate_config
     from pipelines.mlflow_runs import download_variant
     from pipelines.promotion import promote as do_promote
@@ -220,6 +254,7 @@ def promote(
         gate = gate_config(params)
         if run_id and best:
             raise ConfigError("give RUN_ID or --best, not both")
+        passed_over: list[str] = []
         if run_id:
             picked = download_variant(run_id)
             siblings = load_variants(picked.sweep_id, None) if picked.sweep_id else [picked]
@@ -229,13 +264,15 @@ def promote(
             challenger = next(v for v in siblings if v.variant == picked.variant)
         elif best:
             siblings = decision_runs(load_variants(sweep, directory), gate.heldout, serve_dataset)
-            challenger = max(siblings, key=lambda v: (v.metrics["execution_accuracy"], v.metrics["valid_sql_rate"],
-                                                      v.variant))
+            challenger, passed_over = best_within_budget(siblings, gate.policy())
         else:
             raise ConfigError("give the RUN_ID of a variant, or --best with --dir/--sweep")
         champ, champ_variant = champion_variant(siblings)
         result: dict = {"challenger": challenger.variant, "run_id": challenger.run_id,
-                        "champion": f"{champ.prompt}/{champ.model.label}" if champ else None}
+                        "champion": f"{champ.prompt}/{champ.model.label}" if champ else None,
+                        "passed_over": passed_over}
+        for line in passed_over:
+            console.print(f"[yellow]passed over[/]: {line}")
         if champ_variant is not None and champ_variant.variant == challenger.variant:
             result |= {"promoted": False, "reasons": [f"{challenger.variant} is the champion and the best variant: "
                                                       "nothing to promote"]}
@@ -244,14 +281,17 @@ def promote(
             try:
                 record = do_promote(challenger, champ_variant, gate, settings,
                                     dataset_root=Path(challenger.dataset_path or "."), force=force, reason=reason)
-                result |= {"promoted": True, "record": record, "reasons": record["gate"]["reasons"]}
+                result |= {"promoted": True, "record": record,
+                           "reasons": [*map("Passed over: {}".format, passed_over), *record["gate"]["reasons"]]}
                 console.print(f"[green]{record['action']}[/]: {challenger.variant} is now @champion "
                               f"(t2s-generator v{record['to_model_version']})")
                 for r in record["gate"]["reasons"]:
                     console.print(f"  {r}")
+                _print_links(record, settings)
             except GateRefused as exc:
-                decision = decide(challenger, champ_variant, GatePolicy(**gate.model_dump()))
-                result |= {"promoted": False, "reasons": decision.reasons, "gate": decision.to_dict()}
+                decision = decide(challenger, champ_variant, gate.policy())
+                result |= {"promoted": False, "gate": decision.to_dict(),
+                           "reasons": [*map("Passed over: {}".format, passed_over), *decision.reasons]}
                 if decision_out:
                     write_text_atomic(decision_out, json.dumps(result, indent=2, default=str))
                 if allow_refusal:
@@ -260,6 +300,25 @@ def promote(
                 raise
         if decision_out:
             write_text_atomic(decision_out, json.dumps(result, indent=2, default=str))
+
+
+def _print_links(record: dict, settings) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Where to look in the MLflow UI (the experiments open on an overview): the promotion run, the
+    evaluation run it promoted, the registered model version."""
+    from mlflow import MlflowClient
+
+    from pipelines.mlflow_runs import evaluation_runs_url, model_version_url, run_url, ui_base
+    from t2s.bundle import REGISTERED_MODEL
+
+    base = ui_base(settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    promotion = client.get_run(record["promotion_run_id"]).info
+    evaluated = client.get_run(record["run_id"]).info
+    console.print(f"MLflow: promotion  {run_url(base, promotion.experiment_id, promotion.run_id)}", soft_wrap=True)
+    console.print(f"        evaluation {evaluation_runs_url(base, evaluated.experiment_id, evaluated.run_id)}",
+                  soft_wrap=True)
+    console.print(f"        model      {model_version_url(base, REGISTERED_MODEL, record['to_model_version'])}",
+                  soft_wrap=True)
 
 
 def rollback(

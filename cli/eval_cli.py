@@ -50,7 +50,8 @@ def eval_cmd(
         experiment_id,
         log_failed_variant,
         log_variant,
-        sweep_run_id,
+        sweep_runs,
+        ui_base,
     )
     from pipelines.promotion import current_champion
     from t2s.datasets import load_dataset
@@ -105,49 +106,53 @@ def eval_cmd(
         failures = 0
         results = []
         reviewed: dict[str, str] = {}
-        for ds in datasets:
-            exp = reviewed[ds.name] = experiment_id(ds.name)
-            parent = sweep_run_id(exp, sweep, {"matrix": blob[:5000], "rules": config.rules})
-            n_items = min(len(ds), config.limit_for(ds.name) or len(ds))
-            for m in dict.fromkeys(mm for _, mm in cells):
-                model_cells = [p for p, mm in cells if mm == m]
-                cell_settings = settings.model_copy(update={"llm_provider": m.provider, "llm_model": m.name,
-                                                            **({"llm_base_url": m.base_url} if m.base_url else {})})
-                try:
-                    with client_for(cell_settings) as client, Progress(
-                            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), console=err_console) as progress:
+        # Each dataset's sweep run is RUNNING while this process adds to it, then FINISHED, FAILED or KILLED.
+        with sweep_runs() as parents:
+            for ds in datasets:
+                exp = reviewed[ds.name] = experiment_id(ds.name)
+                parent = parents.open(exp, sweep, {"matrix": blob[:5000], "rules": config.rules})
+                n_items = min(len(ds), config.limit_for(ds.name) or len(ds))
+                for m in dict.fromkeys(mm for _, mm in cells):
+                    model_cells = [p for p, mm in cells if mm == m]
+                    cell_settings = settings.model_copy(update={"llm_provider": m.provider, "llm_model": m.name,
+                                                                **({"llm_base_url": m.base_url} if m.base_url else {})})
+                    try:
+                        with client_for(cell_settings) as client, Progress(
+                                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), console=err_console) as progress:
+                            for ref in model_cells:
+                                name, version = parse_ref(ref)
+                                pf = library.get(name, int(version or 0))
+                                vname = variant_name(ref, m)
+                                task = progress.add_task(f"{ds.name} · {vname}", total=n_items)
+                                folder = config.out_dir / ds.name / ref / slug(m.label)
+                                try:
+                                    variant = evaluate_cell(ds, pf, m, client, config, postgres_dsn=settings.postgres_dsn,
+                                                            cache_path=settings.cache_dir / "gold_results.sqlite",
+                                                            on_done=lambda _g, t=task: progress.advance(t))
+                                    variant.sweep_id = sweep
+                                    log_variant(variant, exp_id=exp, parent_run_id=parent, dataset_root=ds.root,
+                                                folder=folder, params=_run_params(variant, pf, m, config))
+                                    results.append(variant)
+                                except (LLMError, Text2SQLError) as exc:
+                                    failures += 1
+                                    progress.update(task, description=f"[red]{ds.name} · {vname}: failed[/]")
+                                    log_failed_variant(vname, str(exc), exp_id=exp, parent_run_id=parent, dataset=ds.name,
+                                                       tags={"t2s.sweep_id": sweep, "t2s.variant": vname})
+                                    err_console.print(f"[red]variant {vname} could not run:[/] {exc}")
+                    except LLMError as exc:  # the model's server could not even start
+                        failures += len(model_cells)
+                        err_console.print(f"[red]model {m.label} could not run:[/] {exc}")
                         for ref in model_cells:
-                            name, version = parse_ref(ref)
-                            pf = library.get(name, int(version or 0))
-                            vname = variant_name(ref, m)
-                            task = progress.add_task(f"{ds.name} · {vname}", total=n_items)
-                            folder = config.out_dir / ds.name / ref / slug(m.label)
-                            try:
-                                variant = evaluate_cell(ds, pf, m, client, config, postgres_dsn=settings.postgres_dsn,
-                                                        cache_path=settings.cache_dir / "gold_results.sqlite",
-                                                        on_done=lambda _g, t=task: progress.advance(t))
-                                variant.sweep_id = sweep
-                                log_variant(variant, exp_id=exp, parent_run_id=parent, dataset_root=ds.root,
-                                            folder=folder, params=_run_params(variant, pf, m, config))
-                                results.append(variant)
-                            except (LLMError, Text2SQLError) as exc:
-                                failures += 1
-                                progress.update(task, description=f"[red]{ds.name} · {vname}: failed[/]")
-                                log_failed_variant(vname, str(exc), exp_id=exp, parent_run_id=parent,
-                                                   tags={"t2s.sweep_id": sweep, "t2s.variant": vname})
-                                err_console.print(f"[red]variant {vname} could not run:[/] {exc}")
-                except LLMError as exc:  # the model's server could not even start
-                    failures += len(model_cells)
-                    err_console.print(f"[red]model {m.label} could not run:[/] {exc}")
-                    for ref in model_cells:
-                        log_failed_variant(variant_name(ref, m), str(exc), exp_id=exp, parent_run_id=parent,
-                                           tags={"t2s.sweep_id": sweep, "t2s.variant": variant_name(ref, m)})
+                            log_failed_variant(variant_name(ref, m), str(exc), exp_id=exp, parent_run_id=parent,
+                                               dataset=ds.name,
+                                               tags={"t2s.sweep_id": sweep, "t2s.variant": variant_name(ref, m)})
+            parents.failed = failures > 0
         _print_summary(results)
         console.print(f"MLflow: `mlflow ui --backend-store-uri {uri}` → experiment t2s/<dataset> → sweep {sweep}; "
                       f"next: `t2s compare --sweep {sweep}`")
         for name, exp in reviewed.items():  # the UI opens on an overview: link the per-question views
-            console.print(f"reviewers ({name}): {evaluation_runs_url('http://127.0.0.1:5000/', exp)}")
+            console.print(f"reviewers ({name}): {evaluation_runs_url(ui_base(uri), exp)}", soft_wrap=True)
         if failures:
             raise typer.Exit(code=1)
 

@@ -7,9 +7,11 @@ The challenger is promoted only when, on the same golden items, it
 3. regresses in no difficulty bucket by more than ``bucket_tolerance``;
 4. when the runs are pooled over several datasets (:mod:`evals.pooling`), regresses on no dataset by more
    than ``dataset_tolerance``;
-5. when ``heldout`` names datasets the versions were not written against, the decision covers one of them.
+5. when ``heldout`` names datasets the versions were not written against, the decision covers one of them;
+6. when ``budget`` sets serving limits (:mod:`evals.budget`: p95 latency, model calls, tokens or cost per
+   answer), fits every one of them; a limit it cannot be measured against fails.
 
-With no champion yet the challenger is promoted as the first champion (only check 5 applies). Every reason
+With no champion yet the challenger is promoted as the first champion (only checks 5 and 6 apply). Every reason
 is a sentence with the numbers behind it, for people, the audit log and the registry tags
 (:meth:`GateDecision.to_dict`).
 """
@@ -20,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evals.budget import Budget, BudgetCheck, check_budget
 from evals.pooling import datasets_of
 from evals.records import VariantRun
 from evals.stats import BucketComparison, Comparison, compare_runs
@@ -36,6 +39,7 @@ class GatePolicy:
     bucket_tolerance: float = 0.05  # largest allowed absolute regression in any difficulty bucket
     dataset_tolerance: float = 0.05  # largest allowed absolute regression on any one dataset of a pooled run
     heldout: tuple[str, ...] = ()  # datasets the versions were not written against; a decision must cover one
+    budget: Budget | None = None  # serving limits per answer the challenger must fit
     confidence: float = 0.95  # of the bootstrap interval shown in reasons
     n_resamples: int = 10_000
     seed: int = 0
@@ -84,6 +88,7 @@ class GateDecision:
     checks: dict[str, bool] = field(default_factory=dict)  # significant, min_gain, no_bucket_regression, …
     policy: GatePolicy | None = None
     by_dataset: Comparison | None = None  # pooled runs: the same comparison, dataset by dataset
+    budget: BudgetCheck | None = None  # the challenger against the serving budget, when one is set
 
     @property
     def verdict(self) -> str:
@@ -100,6 +105,8 @@ class GateDecision:
             out["comparison"] = self.comparison.to_dict()
         if self.by_dataset is not None:
             out["by_dataset"] = self.by_dataset.to_dict()
+        if self.budget is not None:
+            out["budget"] = self.budget.to_dict()
         return out
 
     def to_tags(self, prefix: str = "gate.") -> dict[str, str]:
@@ -107,6 +114,9 @@ class GateDecision:
         tags = {f"{prefix}verdict": self.verdict, f"{prefix}first_promotion": str(self.first_promotion).lower(),
                 f"{prefix}champion": self.champion or "",
                 f"{prefix}reasons": json.dumps(self.reasons, ensure_ascii=False)}
+        if self.budget is not None:
+            tags[f"{prefix}budget"] = ("within" if self.budget.within else
+                                      "unmeasured" if self.budget.missing else "over")
         if self.comparison is not None:
             o = self.comparison.overall
             tags |= {f"{prefix}diff": f"{o.diff:.6f}", f"{prefix}ci_low": f"{o.ci_low:.6f}",
@@ -133,18 +143,22 @@ def decide(challenger: VariantRun, champion: VariantRun | None, policy: GatePoli
     """Apply the promotion gate. Raises ``ValueError`` when the runs were not evaluated on the same items."""
     policy = policy or GatePolicy()
     heldout = _heldout_check(challenger, policy)
+    budget = check_budget(challenger, policy.budget)
     if champion is None:
-        reasons = [f"There is no champion yet, so {challenger.variant} is promoted as the first champion "
-                   "without a paired comparison."]
         checks: dict[str, bool] = {}
+        extra: list[str] = []
         if heldout is not None:
             checks["heldout"], reason = heldout
-            if not checks["heldout"]:
-                reasons = [f"There is no champion yet, but {challenger.variant} cannot be the first champion "
-                           "on this evidence."]
-            reasons.append(reason)
-        return GateDecision(passed=all(checks.values()), first_promotion=True, challenger=challenger.variant,
-                            champion=None, policy=policy, reasons=reasons, comparison=None, checks=checks)
+            extra.append(reason)
+        if budget is not None:
+            checks["within_budget"] = budget.within
+            extra.append(budget.reason)
+        passed = all(checks.values())
+        head = (f"There is no champion yet, so {challenger.variant} is promoted as the first champion without a "
+                "paired comparison." if passed else
+                f"There is no champion yet, but {challenger.variant} cannot be the first champion on this evidence.")
+        return GateDecision(passed=passed, first_promotion=True, challenger=challenger.variant, champion=None,
+                            policy=policy, reasons=[head, *extra], comparison=None, checks=checks, budget=budget)
 
     bootstrap = {"n_resamples": policy.n_resamples, "confidence": policy.confidence, "seed": policy.seed}
     cmp = compare_runs(challenger, champion, by="difficulty", **bootstrap)
@@ -182,9 +196,12 @@ def decide(challenger: VariantRun, champion: VariantRun | None, policy: GatePoli
     if heldout is not None:
         checks["heldout"], reason = heldout
         reasons.append(reason)
+    if budget is not None:
+        checks["within_budget"] = budget.within
+        reasons.append(budget.reason)
     return GateDecision(passed=all(checks.values()), first_promotion=False, reasons=reasons, comparison=cmp,
                         challenger=challenger.variant, champion=champion.variant, checks=checks, policy=policy,
-                        by_dataset=by_dataset)
+                        by_dataset=by_dataset, budget=budget)
 
 
 def _tolerated(cmp: Comparison, what: str, tol: float, policy: GatePolicy, reasons: list[str]) -> bool:

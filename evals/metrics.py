@@ -86,17 +86,20 @@ def summarize(verdicts: Iterable[ItemVerdict]) -> Metrics:
 
 
 def item_metrics(items: Sequence[EvalItem]) -> dict[str, float]:
-    """What a cell's items cost: latency (model calls answered from the cache left out when any were not),
-    tokens, model calls, cache hits, and the rate of each generation failure."""
-    latencies = [i.latency_s for i in items if not i.cached] or [i.latency_s for i in items] or [0.0]
-    ordered = sorted(latencies)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    """What a cell's items cost: latency per answer as if nothing were cached (:mod:`evals.budget`; the
+    percentiles over the answers whose latency is known, ``latency_unmeasured`` counting the others), tokens,
+    model calls, cache hits, and the rate of each generation failure."""
+    from evals.budget import answer_latencies, p95
+
+    latencies = answer_latencies(list(items))
     n = max(1, len(items))
+    timing = {"latency_p50_s": statistics.median(latencies), "latency_p95_s": p95(latencies)} if latencies else {}
+    if len(latencies) < len(items):
+        timing["latency_unmeasured"] = float(len(items) - len(latencies))
     prompt_tokens = sum(i.prompt_tokens for i in items)
     completion_tokens = sum(i.completion_tokens for i in items)
     gen_errors = Counter(i.error_class for i in items if i.pred_sql is None and i.error_class)
-    return {f"error_rate/{k}": v / n for k, v in gen_errors.items()} | {
-        "latency_p50_s": statistics.median(latencies), "latency_p95_s": p95,
+    return {f"error_rate/{k}": v / n for k, v in gen_errors.items()} | timing | {
         "prompt_tokens_total": float(prompt_tokens), "completion_tokens_total": float(completion_tokens),
         "tokens_per_question": (prompt_tokens + completion_tokens) / n,
         "cache_hit_rate": sum(i.cached for i in items) / n,

@@ -32,7 +32,9 @@ def pooled_metrics(parts: Sequence[VariantRun]) -> dict[str, float]:
     verdicts = [ItemVerdict.model_validate(i.model_dump(include=_VERDICT_FIELDS)) for i in items]
     out = {k: v for k, v in summarize(verdicts).flat().items() if not k.startswith("error_rate/missing")}
     out |= item_metrics(items)
-    out["estimated_cost_usd"] = sum(float(p.metrics.get("estimated_cost_usd", 0.0)) for p in parts)
+    if all("estimated_cost_usd" in p.metrics for p in parts):  # every part priced
+        out["estimated_cost_usd"] = sum(float(p.metrics["estimated_cost_usd"]) for p in parts)
+        out["cost_per_1k_answers_usd"] = 1000 * out["estimated_cost_usd"] / max(1, len(items))
     out |= {f"execution_accuracy/dataset/{p.dataset}": float(p.metrics.get(
         "execution_accuracy", sum(i.match for i in p.items) / max(1, len(p.items)))) for p in parts}
     return out

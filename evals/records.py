@@ -28,7 +28,10 @@ class EvalItem(BaseModel):
     detail: str = ""
     gold_preview: str = ""  # a few result rows, as text, for reviewers
     pred_preview: str = ""
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # wall time of the generation (a cached model call counts its lookup)
+    # Seconds the answer takes without the completion cache: latency_s with every cached model call counted at
+    # the time it took when it was made (None: a cached call's time is unknown). The serving budget's latency.
+    answer_latency_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False

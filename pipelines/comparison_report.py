@@ -1,11 +1,14 @@
 """Comparison report of an evaluation sweep: leaderboard against the champion, chart and HTML page.
 
-- :func:`leaderboard`: one row per variant, ranked by execution accuracy, with the paired comparison and the
-  gate verdict against the champion; rendered by :func:`leaderboard_table` (terminal),
-  :func:`write_leaderboard_markdown` and :func:`write_leaderboard_json`.
+- :func:`leaderboard`: one row per variant, ranked by execution accuracy, with what an answer costs when
+  served (p95 latency, model calls, tokens, cost; :mod:`evals.budget`) and whether that fits the serving
+  budget, and the paired comparison and the gate verdict against the champion; rendered by
+  :func:`leaderboard_table` (terminal: the headline columns in 100 characters),
+  :func:`write_leaderboard_markdown` (every column) and :func:`write_leaderboard_json`.
 - :func:`difficulty_chart`: accuracy by difficulty per variant (PNG).
-- :func:`write_html_report`: one self-contained static HTML page (inline CSS, chart as base64 PNG) with the
-  leaderboard, the gate verdict of the best challenger, the per-question diff and the prompt diff.
+- :func:`write_html_report`: one self-contained static HTML page (inline CSS, chart as base64 PNG, the
+  accuracy-against-cost Pareto fronts as inline SVG: :mod:`pipelines.pareto`) with the leaderboard, the gate
+  verdict of the best challenger, the per-question diff and the prompt diff.
 
 matplotlib is imported inside the chart function and drives the Agg canvas directly (no pyplot state).
 """
@@ -25,6 +28,7 @@ from typing import Any
 
 from rich.table import Table
 
+from evals.budget import check_budget, serving_cost
 from evals.gate import GateDecision, GatePolicy, decide, fmt_p
 from evals.records import EvalItem, VariantRun
 from evals.stats import Comparison, bucket_order
@@ -87,6 +91,8 @@ def _entries(variants: Sequence[VariantRun], champion: VariantRun | None, policy
     entries: list[_Entry] = []
     for run in pool:
         is_champion = champion is not None and run.variant == champion.variant
+        cost = serving_cost(run) if run.items else None
+        budget = check_budget(run, policy.budget) if run.items else None
         row: dict[str, Any] = {
             "rank": 0, "variant": run.variant, "prompt": run.prompt, "model": run.model,
             "provider": run.provider, "dataset": run.dataset, "dataset_version": run.dataset_version,
@@ -95,9 +101,16 @@ def _entries(variants: Sequence[VariantRun], champion: VariantRun | None, policy
             "by_difficulty": _by_difficulty(run), "by_dataset": _by_dataset(run),
             "exact_match": _metric(run, "exact_match", "exact_match"),
             "valid_sql_rate": _metric(run, "valid_sql", "valid_sql_rate"),
-            "latency_p50_s": run.metrics.get("latency_p50_s"), "latency_p95_s": run.metrics.get("latency_p95_s"),
-            "model_calls_per_question": (sum(i.model_calls for i in run.items) / len(run.items)) if run.items
+            "latency_p50_s": cost.p50_latency_s if cost is not None else run.metrics.get("latency_p50_s"),
+            "latency_p95_s": cost.p95_latency_s if cost is not None else run.metrics.get("latency_p95_s"),
+            "model_calls_per_question": cost.model_calls_per_answer if cost is not None
             else run.metrics.get("model_calls_per_question"),
+            "tokens_per_answer": cost.tokens_per_answer if cost is not None else run.metrics.get("tokens_per_question"),
+            "cost_per_1k_answers_usd": cost.cost_per_1k_answers_usd if cost is not None
+            else run.metrics.get("cost_per_1k_answers_usd"),
+            "budget": None if budget is None else "within" if budget.within else "unmeasured" if budget.missing
+            else "over",
+            "budget_reason": budget.reason if budget is not None else None,
             "is_champion": is_champion, "champion": champion.variant if champion is not None else None,
             "diff": None, "ci_low": None, "ci_high": None, "confidence": policy.confidence, "b": None,
             "c": None, "p_value": None, "gate": None, "gate_reasons": [], "comparison_error": None,
@@ -126,10 +139,12 @@ def leaderboard(variants: list[VariantRun], champion: VariantRun | None,
     """Rows ranked by execution accuracy (desc), then valid-SQL rate (desc), then variant name.
 
     Each row has rank, variant, prompt, model, execution_accuracy, by_difficulty ({difficulty: accuracy}),
-    exact_match, valid_sql_rate, latency_p50_s / latency_p95_s (None when not logged) and, against the
-    champion (when given, for every other variant): diff, ci_low, ci_high, b, c, p_value and the gate verdict
-    (``"pass"``/``"fail"``) with its reasons under ``policy``. The champion gets a row (``is_champion``) even
-    when it is not among ``variants``.
+    exact_match, valid_sql_rate, what an answer costs (latency_p50_s, latency_p95_s — the serving budget's
+    p95, None when not every answer's latency was measured —, model_calls_per_question, tokens_per_answer,
+    cost_per_1k_answers_usd), the serving budget's verdict (budget: ``"within"``/``"over"``/``"unmeasured"``,
+    None without a budget; budget_reason) and, against the champion (when given, for every other variant):
+    diff, ci_low, ci_high, b, c, p_value and the gate verdict (``"pass"``/``"fail"``) with its reasons under
+    ``policy``. The champion gets a row (``is_champion``) even when it is not among ``variants``.
     """
     return [e.row for e in _entries(variants, champion, policy or GatePolicy())]
 
@@ -165,35 +180,111 @@ def _ci_header(rows: list[dict[str, Any]]) -> str:
     return f"{round(100 * conf):g}% CI"
 
 
+def _num(x: float | None, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _usd(x: float | None) -> str:
+    return "–" if x is None else f"${x:,.3g}" if x else "$0"
+
+
+def _priced(rows: list[dict[str, Any]]) -> bool:
+    """Whether any variant has a non-zero cost (a local model's answers cost nothing per token)."""
+    return any(r.get("cost_per_1k_answers_usd") for r in rows)
+
+
+def _has_budget(rows: list[dict[str, Any]]) -> bool:
+    return any(r.get("budget") for r in rows)
+
+
 def _table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Every column, for the Markdown file and the HTML report."""
     diffs = _difficulty_columns(rows)
     datasets = list(dict.fromkeys(d for r in rows for d in r.get("by_dataset") or {}))
-    header = ["#", "variant", "model", "exec acc", *datasets, *diffs, "exact match", "valid SQL", "p50", "p95",
-              "calls/q", "Δ vs champion", _ci_header(rows), "McNemar p", "gate"]
+    exact = any(r["exact_match"] is not None for r in rows)
+    priced, budgeted = _priced(rows), _has_budget(rows)
+    header = ["#", "variant", "model", "exec acc", *datasets, *diffs, *["exact match"] * exact, "valid SQL",
+              "p50", "p95", "calls/q", "tokens/q", *["$/1k answers"] * priced, *["budget"] * budgeted,
+              "Δ vs champion", _ci_header(rows), "McNemar p", "gate"]
     body = []
     for r in rows:
         body.append([str(r["rank"]), r["variant"] + (" ★" if r["is_champion"] else ""), r["model"],
                      _pct(r["execution_accuracy"]), *(_pct((r.get("by_dataset") or {}).get(d)) for d in datasets),
                      *(_pct(r["by_difficulty"].get(d)) for d in diffs),
-                     _pct(r["exact_match"]), _pct(r["valid_sql_rate"]), _secs(r["latency_p50_s"]),
-                     _secs(r["latency_p95_s"]),
-                     "—" if r["model_calls_per_question"] is None else f"{r['model_calls_per_question']:.2f}",
-                     *_vs_champion(r)])
+                     *[_pct(r["exact_match"])] * exact, _pct(r["valid_sql_rate"]), _secs(r["latency_p50_s"]),
+                     _secs(r["latency_p95_s"]), _num(r["model_calls_per_question"], ".2f"),
+                     _num(r.get("tokens_per_answer"), ",.0f"), *[_usd(r.get("cost_per_1k_answers_usd"))] * priced,
+                     *[r.get("budget") or "–"] * budgeted, *_vs_champion(r)])
     return header, body
 
 
+def short_names(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Short, unique labels for the variants of ``rows``: ``v6`` when every variant shares its prompt name and
+    model, else with the prompt name and/or model kept (``sql-analyst v6 · gpt-4o-mini``)."""
+    parts = {r["variant"]: (r["prompt"].partition("@")[0], r["prompt"].partition("@")[2], r["model"]) for r in rows}
+    names = {p[0] for p in parts.values()}
+    models = {p[2] for p in parts.values()}
+    out = {}
+    for variant, (name, version, model) in parts.items():
+        label = f"v{version}" if len(names) == 1 else f"{name} v{version}"
+        if len(models) > 1:
+            label += f" · {model if len(model) <= 18 else model[:17] + '…'}"
+        out[variant] = label
+    if len(set(out.values())) < len(out):  # shortened models collide: the full variant names then
+        return {v: v for v in out}
+    return out
+
+
+def _terminal_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], str]:
+    """The headline columns (rank, short id, accuracy overall and per dataset, what an answer costs, budget,
+    the comparison with the champion) and a caption naming what the short ids leave out."""
+    short = short_names(rows)
+    datasets = list(dict.fromkeys(d for r in rows for d in r.get("by_dataset") or {}))
+    priced, budgeted = _priced(rows), _has_budget(rows)
+    compared = any(r["diff"] is not None or r["comparison_error"] for r in rows)
+    header = ["#", "variant", "acc", *datasets, "valid", "p95 s", "calls", "tok/q", *["$/1k"] * priced,
+              *["budget"] * budgeted, *["Δ pts", "p", "gate"] * compared]
+    body = []
+    for r in rows:
+        vs = []
+        if compared:
+            if r["is_champion"]:
+                vs = ["", "", "champ"]
+            elif r["comparison_error"]:
+                vs = ["", "", "n/c"]
+            elif r["diff"] is None:
+                vs = ["", "", ""]
+            else:
+                vs = [f"{100 * r['diff']:+.1f}", fmt_p(r["p_value"]), r["gate"]]
+        body.append([str(r["rank"]), short[r["variant"]] + (" ★" if r["is_champion"] else ""),
+                     _pct(r["execution_accuracy"]), *(_pct((r.get("by_dataset") or {}).get(d)) for d in datasets),
+                     "–" if r["valid_sql_rate"] is None else f"{100 * r['valid_sql_rate']:.0f}%",
+                     _num(r["latency_p95_s"], ".2f"), _num(r["model_calls_per_question"], ".2f"),
+                     _num(r.get("tokens_per_answer"), ".0f"), *[_usd(r.get("cost_per_1k_answers_usd"))] * priced,
+                     *[r.get("budget") or "–"] * budgeted, *vs])
+    prompts = sorted({r["prompt"].partition("@")[0] for r in rows})
+    models = sorted({r["model"] for r in rows})
+    caption = (f"prompt {', '.join(prompts)} · model {', '.join(models)}"
+               + ("; ★ champion" if any(r["is_champion"] for r in rows) else ""))
+    return header, body, caption
+
+
 def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard (execution accuracy)") -> Table:
-    header, body = _table_cells(rows)
-    table = Table(title=title, title_justify="left")
+    """The leaderboard for a terminal or a log: the headline columns, no borders, within 100 characters for up
+    to two datasets (the Markdown file and the HTML report have every column)."""
+    from rich import box
+
+    header, body, caption = _terminal_cells(rows)
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1, 0, 0), show_edge=False)
     for i, name in enumerate(header):
-        text = i in (1, 2)
-        table.add_column(name, justify="left" if text or name == "gate" else "right",
-                         overflow="fold" if text else "ellipsis")
-    gate_col = len(header) - 1
+        table.add_column(name, justify="left" if i == 1 or name in ("gate", "budget") else "right",
+                         overflow="fold" if i == 1 else "ellipsis", no_wrap=i != 1)
+    colour = {"pass": "[green]pass[/]", "fail": "[red]fail[/]", "over": "[red]over[/]", "within": "[green]within[/]",
+              "unmeasured": "[yellow]unmeasured[/]"}
     for cells in body:
-        styled = list(cells)
-        styled[gate_col] = {"pass": "[green]pass[/]", "fail": "[red]fail[/]"}.get(cells[gate_col], cells[gate_col])
-        table.add_row(*(c if i == gate_col else _rich_escape(c) for i, c in enumerate(styled)))
+        table.add_row(*(colour.get(c, _rich_escape(c)) if header[i] in ("gate", "budget") else _rich_escape(c)
+                        for i, c in enumerate(cells)))
     return table
 
 
@@ -332,6 +423,8 @@ pre.diff .del { background: #ffebe9; color: #82071e; display: block; }
 pre.diff .hunk { color: #0550ae; display: block; } pre.diff .file { font-weight: 600; display: block; }
 pre.diff .ctx { display: block; }
 img.chart { max-width: 100%; height: auto; border: 1px solid var(--line); }
+.charts { display: flex; flex-wrap: wrap; gap: 16px; } figure { margin: 0; }
+figcaption { color: var(--muted); font-size: 12px; } svg.pareto { border: 1px solid var(--line); }
 """
 
 
@@ -371,6 +464,7 @@ def _html_gate(best: _Entry | None, champion: VariantRun | None, policy: GatePol
            f"bucket tolerance {100 * policy.bucket_tolerance:.1f} pts, dataset tolerance "
            f"{100 * policy.dataset_tolerance:.1f} pts, "
            + (f"held-out datasets {', '.join(policy.heldout)}, " if policy.heldout else "")
+           + (f"serving budget {_budget_text(policy)}, " if policy.budget is not None else "")
            + f"{round(100 * policy.confidence):g}% "
            f"paired bootstrap interval ({policy.n_resamples} resamples, seed {policy.seed}).")
     if best is None:
@@ -393,6 +487,43 @@ def _html_gate(best: _Entry | None, champion: VariantRun | None, policy: GatePol
     if decision.by_dataset is not None:
         parts.append(_html_comparison(decision.by_dataset, "dataset", policy.dataset_tolerance, overall=False))
     return "".join(parts)
+
+
+def _budget_text(policy: GatePolicy) -> str:
+    assert policy.budget is not None
+    names = {"p95_latency_s": "p95 latency {:g} s", "model_calls_per_answer": "{:g} model calls per answer",
+             "tokens_per_answer": "{:,.0f} tokens per answer", "cost_per_1k_answers_usd": "${:g} per 1,000 answers"}
+    return ", ".join(names[k].format(v) for k, v in policy.budget.limits.items())
+
+
+def _html_pareto(rows: list[dict[str, Any]], policy: GatePolicy) -> str:
+    """Accuracy against p95 latency and against tokens (or dollars) per answer, the front of each drawn."""
+    from pipelines.pareto import Point, pareto_front, pareto_svg
+
+    short = short_names(rows)
+    limits = policy.budget.limits if policy.budget is not None else {}
+    priced = _priced(rows)
+    axes = [("latency_p95_s", "p95 seconds per answer", "p95_latency_s"),
+            ("cost_per_1k_answers_usd", "USD per 1,000 answers", "cost_per_1k_answers_usd") if priced else
+            ("tokens_per_answer", "tokens per answer", "tokens_per_answer")]
+    charts, notes = [], []
+    for key, label, limit_key in axes:
+        points = [Point(short[r["variant"]], float(r[key]), float(r["execution_accuracy"] or 0.0),
+                        r["is_champion"], None if not r.get("budget") else r["budget"] == "within")
+                  for r in rows if r.get(key) is not None]
+        missing = [short[r["variant"]] for r in rows if r.get(key) is None]
+        if missing:
+            notes.append(f"Not drawn against {label} (not measured): {', '.join(missing)}.")
+        limit = limits.get(limit_key)
+        if points:
+            front = ", ".join(p.label for p in pareto_front(points))
+            charts.append(f"<figure>{pareto_svg(points, x_label=label, limit=limit)}"
+                          f"<figcaption>Front: {_e(front)}</figcaption></figure>")
+    legend = ("Filled blue: on the Pareto front (nothing else is both as accurate and as cheap); grey: dominated; "
+              "hollow: over the serving budget; ringed ★: the champion"
+              + ("; dashed red line: the budget" if limits else "") + ".")
+    return (f"<div class=\"charts\">{''.join(charts)}</div><p class=\"meta\">{_e(legend)}</p>"
+            + "".join(f"<p class=\"meta\">{_e(n)}</p>" for n in notes))
 
 
 def _html_comparison(cmp: Comparison, by: str, tolerance: float, overall: bool = True) -> str:
@@ -567,7 +698,9 @@ def write_html_report(path: Path, variants: list[VariantRun], champion: VariantR
         f"{_html_gate(best, champion, policy, decision, error)}</section>",
         f"<section id=\"leaderboard\"><h2>Leaderboard</h2>{_html_leaderboard(rows)}"
         "<p class=\"meta\">★ champion. Δ, interval and McNemar p are paired against the champion on the same "
-        "items.</p></section>",
+        "items. p50/p95: seconds per answer as if no model call had been cached; calls/q, tokens/q: per "
+        "answer.</p></section>",
+        f"<section id=\"pareto\"><h2>Accuracy against cost</h2>{_html_pareto(rows, policy)}</section>",
         "<section id=\"chart\"><h2>Accuracy by difficulty</h2>"
         f"<img class=\"chart\" alt=\"execution accuracy by difficulty per variant\" "
         f"src=\"data:image/png;base64,{chart}\"></section>",

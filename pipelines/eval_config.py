@@ -7,7 +7,7 @@ references resolve to files, providers are known. A mistake is one clear error, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -15,6 +15,7 @@ from t2s.errors import ConfigError
 
 PROVIDERS = ("local", "openai", "azure", "compatible")
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"  # the embedded local model
+DEFAULT_PROMPT = "sql-analyst"  # the bundled prompt (its versions are the ones the demo compares)
 
 
 class ModelSpec(BaseModel):
@@ -23,12 +24,20 @@ class ModelSpec(BaseModel):
     name: str = Field(min_length=1, description="Model name (or Azure deployment).")
     provider: Literal["local", "openai", "azure", "compatible"] = "local"
     base_url: str | None = None
-    price_per_1k_input: float = Field(0.0, ge=0, description="USD, for the cost estimate.")
-    price_per_1k_output: float = Field(0.0, ge=0)
+    price_per_1k_input: float | None = Field(None, ge=0, description="USD per 1,000 prompt tokens, for the cost "
+                                                                   "estimate (a local model costs nothing).")
+    price_per_1k_output: float | None = Field(None, ge=0, description="USD per 1,000 completion tokens.")
 
     @property
     def label(self) -> str:
         return self.name if self.provider == "local" else f"{self.provider}:{self.name}"
+
+    @property
+    def prices(self) -> tuple[float, float] | None:
+        """(input, output) USD per 1,000 tokens; a local model is free; None when a hosted one has no price."""
+        if self.price_per_1k_input is not None and self.price_per_1k_output is not None:
+            return self.price_per_1k_input, self.price_per_1k_output
+        return (0.0, 0.0) if self.provider == "local" else None
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
@@ -41,6 +50,18 @@ class ModelSpec(BaseModel):
         return cls(name=name, provider=provider)  # type: ignore[arg-type]
 
 
+class BudgetConfig(BaseModel):
+    """Serving limits per answer a promoted variant must fit (:mod:`evals.budget`); unset: unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p95_latency_s: float | None = Field(None, gt=0, description="95th percentile of the seconds per answer.")
+    model_calls_per_answer: float | None = Field(None, gt=0, description="Mean model calls per answer.")
+    tokens_per_answer: float | None = Field(None, gt=0, description="Mean prompt + completion tokens per answer.")
+    cost_per_1k_answers_usd: float | None = Field(None, gt=0, description="USD per 1,000 answers, from the "
+                                                                         "models' prices.")
+
+
 class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +72,17 @@ class GateConfig(BaseModel):
                                                                    "of a sweep over several.")
     heldout: list[str] = Field(default_factory=list, description="Datasets the versions were not written "
                                                                  "against: a decision must cover one of them.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    def policy(self) -> Any:
+        """The :class:`evals.gate.GatePolicy` these settings describe."""
+        from evals.budget import Budget
+        from evals.gate import GatePolicy
+
+        budget = Budget(**self.budget.model_dump())
+        return GatePolicy(alpha=self.alpha, min_gain=self.min_gain, bucket_tolerance=self.bucket_tolerance,
+                          dataset_tolerance=self.dataset_tolerance, heldout=tuple(self.heldout),
+                          budget=budget if budget.limits else None)
 
 
 class EvalConfig(BaseModel):

@@ -3,7 +3,8 @@
 Generation goes through :class:`t2s.generator.SqlGenerator` (the serving code path) with the completion
 cache, so an interrupted cell resumes where it stopped and a rerun costs no model calls; scoring goes
 through :func:`evals.scoring.score_dataset`. A question that fails is recorded and the cell goes on; only a
-model that cannot be reached at all fails the cell.
+model that cannot be reached at all fails the cell. Each answer's latency is kept as if no call had been
+cached (:mod:`pipelines.call_times`): the serving budget of the promotion gate is checked against it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from evals.metrics import ItemVerdict, item_metrics, summarize
 from evals.records import EvalItem, VariantRun
 from evals.scoring import ScoreConfig, StreamScorer
+from pipelines.call_times import TimedCalls
 from pipelines.eval_config import EvalConfig, ModelSpec, select_items
 from t2s.datasets import Dataset, load_split, open_db
 from t2s.generator import Generation, SqlGenerator
@@ -39,7 +41,7 @@ def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers:
     ordered = sorted(items, key=lambda ex: ex.db_id)
 
     def one(ex: Any) -> Generation:
-        g = gen.generate(ex.question, targets[ex.db_id], evidence=ex.evidence, question_id=ex.id)
+        g = gen.generate(ex.question, targets[ex.db_id], evidence=ex.evidence, question_id=ex.id, context=ex.context)
         if on_done:
             on_done(g)
         return g
@@ -50,8 +52,13 @@ def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers:
         for db, target in targets.items():
             first = next(ex for ex in ordered if ex.db_id == db)
             gen.messages(first.question, target, first.evidence)
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        pool = ThreadPoolExecutor(max(1, workers))
+        try:
             results = list(pool.map(one, ordered))
+        except BaseException:  # interrupted: the questions in flight finish (and are cached), no new ones start
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     finally:
         for t in targets.values():
             t.close()
@@ -102,9 +109,14 @@ def strategy_fields(g: Generation) -> dict[str, Any]:
 
 
 def cell_metrics(items: list[EvalItem], verdict_metrics: dict[str, float], model: ModelSpec) -> dict[str, float]:
+    """The verdicts' metrics, what the items cost, and (for a priced model) the cost in USD: of the cell
+    (``estimated_cost_usd``) and per 1,000 answers (``cost_per_1k_answers_usd``, the serving budget's)."""
     out = dict(verdict_metrics) | item_metrics(items)
-    out["estimated_cost_usd"] = (out["prompt_tokens_total"] / 1000 * model.price_per_1k_input
-                                 + out["completion_tokens_total"] / 1000 * model.price_per_1k_output)
+    if model.prices is not None:
+        price_in, price_out = model.prices
+        out["estimated_cost_usd"] = (out["prompt_tokens_total"] / 1000 * price_in
+                                     + out["completion_tokens_total"] / 1000 * price_out)
+        out["cost_per_1k_answers_usd"] = 1000 * out["estimated_cost_usd"] / max(1, len(items))
     return out
 
 
@@ -116,6 +128,12 @@ def cell_workers(config: EvalConfig, llm: Any) -> int:
     return int(getattr(servers, "count", 0) or getattr(llm, "concurrency", 1) or 1)
 
 
+def _preload_client_modules() -> None:
+    """The openai client imports its chat module at its first request (about a second, more on a busy
+    machine): imported here, before any answer is timed, so the first answers of a cell are not charged."""
+    import openai.resources.chat  # noqa: F401
+
+
 def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: Any, config: EvalConfig, *,
                   postgres_dsn: str | None = None, cache_path: Any = None,
                   on_done: Callable[[Generation], None] | None = None) -> VariantRun:
@@ -124,15 +142,25 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
     # Candidates a strategy executes are remembered beside the gold results: the sweep's other cells and
     # reruns execute each (database, query) once.
     store = ResultStore(cache_path, table="candidates") if cache_path and spec.strategy.kind != "single" else None
-    gen = SqlGenerator(spec, llm, few_shot_pool=pool, result_store=store)
+    timed = TimedCalls(llm, ResultStore(cache_path, table="call_times"))
+    gen = SqlGenerator(spec, timed, few_shot_pool=pool, result_store=store)
     items = select_items(dataset.examples, config.limit_for(dataset.name), config.limit_mode)
     subset = Dataset(dataset.root, dataset.manifest, items)
+    answer_latency: dict[str | None, float | None] = {}
+    _preload_client_modules()
+
+    def done(g: Generation) -> None:  # in the worker thread that generated g, right after its last call
+        answer_latency[g.question_id] = timed.answer_latency(g.latency_s)
+        if on_done:
+            on_done(g)
+
     try:
         verdicts = generate_and_score(gen, subset, ScoreConfig(
             rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,
             cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), cell_workers(config, llm),
-            postgres_dsn, on_done)
+            postgres_dsn, done)
     finally:
+        timed.close_times()
         if store is not None:
             store.close()
     records = []
@@ -145,7 +173,8 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
             id=ex.id, question=ex.question, db_id=ex.db_id, difficulty=ex.difficulty, category=ex.category,
             gold_sql=ex.gold_sql, pred_sql=g.sql, match=v.match, error_class=error, exact_match=v.exact_match,
             valid_sql=v.valid_sql and g.sql is not None, detail=detail, gold_preview=v.gold_preview or "",
-            pred_preview=v.pred_preview or "", latency_s=g.latency_s, prompt_tokens=g.prompt_tokens,
+            pred_preview=v.pred_preview or "", latency_s=g.latency_s, answer_latency_s=answer_latency.get(ex.id),
+            prompt_tokens=g.prompt_tokens,
             completion_tokens=g.completion_tokens, cached=g.cached, **strategy_fields(g)))
     summary = summarize(v for v, _ in verdicts)
     metrics = cell_metrics(records, {k: v for k, v in summary.flat().items() if not k.startswith("error_rate/missing")},

@@ -2,7 +2,8 @@
 
 - one experiment per dataset (``t2s/<dataset>``);
 - one parent run per sweep (tag ``t2s.kind=sweep``), found again by its sweep id so several processes
-  (DVC's per-cell stages) share it;
+  (DVC's per-cell stages) share it; RUNNING while a process adds to it, then FINISHED, FAILED (a cell could
+  not run, or an error) or KILLED (Ctrl-C, SIGTERM): :func:`sweep_runs`;
 - one nested run per variant (prompt version × model): params, metrics overall / per difficulty / per
   category / per error class, latency and tokens, the dataset as a run input, the per-example table
   (``eval_items.json``: question, gold and predicted SQL, verdict, error class, result previews), the prompt
@@ -15,9 +16,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +73,62 @@ def experiment_id(dataset: str) -> str:
     return exp_id
 
 
-def evaluation_runs_url(tracking_ui: str, exp_id: str) -> str:
+def ui_base(tracking_uri: str) -> str:
+    """Where the MLflow UI of ``tracking_uri`` is: the tracking server itself, or what ``mlflow ui`` serves
+    on a local store (http://127.0.0.1:5000/)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/") + "/"
+    return "http://127.0.0.1:5000/"
+
+
+def _base(tracking_ui: str) -> str:
+    return f"{tracking_ui.rstrip('/')}/" if tracking_ui else ""
+
+
+def evaluation_runs_url(tracking_ui: str, exp_id: str, run_id: str | None = None,
+                        compare_to: str | None = None) -> str:
     """The page a reviewer starts from: the experiment's evaluation runs (MLflow's UI has no per-experiment
-    default tab, so commands print this link); ``tracking_ui`` like ``http://127.0.0.1:5000/``, or empty
-    for a link inside the UI."""
-    base = f"{tracking_ui.rstrip('/')}/" if tracking_ui else ""
-    return f"{base}#/experiments/{exp_id}/evaluation-runs"
+    default tab, so commands print this link), ``run_id`` selected and, with ``compare_to``, compared question
+    by question; ``tracking_ui`` like ``http://127.0.0.1:5000/``, or empty for a link inside the UI."""
+    url = f"{_base(tracking_ui)}#/experiments/{exp_id}/evaluation-runs"
+    if run_id:
+        url += f"?selectedRunUuid={run_id}" + (f"&compareToRunUuid={compare_to}" if compare_to else "")
+    return url
 
 
-def run_label(variant: str) -> str:
-    """A run name that stays readable when the runs list cuts it: ``v2 · qwen2.5-coder…`` for
-    ``sql-analyst@2/qwen2.5-coder…`` (the full variant stays in the ``t2s.variant`` tag)."""
+def run_url(tracking_ui: str, exp_id: str, run_id: str) -> str:
+    """A run's own page (for a run without traces, e.g. a promotion)."""
+    return f"{_base(tracking_ui)}#/experiments/{exp_id}/runs/{run_id}"
+
+
+def model_version_url(tracking_ui: str, name: str, version: int | str) -> str:
+    return f"{_base(tracking_ui)}#/models/{name}/versions/{version}"
+
+
+def run_label(variant: str, dataset: str) -> str:
+    """A short run name that the runs list does not cut: ``v6 · bank`` for ``sql-analyst@6`` on the embedded
+    model; another prompt keeps its name and another model its name (cut at 20 characters):
+    ``chat v2 · gpt-4o-mini · bank``. The full variant is the ``t2s.variant`` tag, the provider ``t2s.provider``."""
+    from pipelines.eval_config import DEFAULT_MODEL, DEFAULT_PROMPT
+
     prompt, _, model = variant.partition("/")
     name, _, version = prompt.partition("@")
-    return f"v{version} · {model} · {name}" if version else variant
+    parts = [f"v{version}" if name == DEFAULT_PROMPT else f"{name} v{version}"] if version else [prompt]
+    if model and model != DEFAULT_MODEL:
+        model = model.partition(":")[2] or model  # the provider is in the tags
+        parts.append(model if len(model) <= 20 else model[:19] + "…")
+    return " · ".join([*parts, dataset])
+
+
+def readable_metric(value: float) -> float:
+    """What a reviewer reads in MLflow's tables: 4 significant digits below 1 (accuracy 0.2778, not
+    0.2777777777777778), 3 decimals above (12.346 s, 4.833 calls). The exact values are in the variant's files."""
+    value = float(value)
+    return float(f"{value:.4g}") if abs(value) < 1 else round(value, 3)
+
+
+def readable_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: readable_metric(v) for k, v in metrics.items()}
 
 
 def git_commit() -> str:
@@ -106,6 +154,52 @@ def sweep_run_id(exp_id: str, sweep_id: str, params: dict[str, Any]) -> str:
     for key, value in params.items():
         client.log_param(run.info.run_id, key, str(value)[:6000])
     return run.info.run_id
+
+
+@dataclass
+class SweepRuns:
+    """The sweep parent runs one process adds to, and whether one of its cells failed."""
+
+    ids: list[str] = field(default_factory=list)
+    failed: bool = False
+
+    def open(self, exp_id: str, sweep_id: str, params: dict[str, Any]) -> str:
+        """The sweep's parent run in ``exp_id`` (created on first use), RUNNING again while this process works."""
+        run_id = sweep_run_id(exp_id, sweep_id, params)
+        _mlflow().MlflowClient().update_run(run_id, status="RUNNING")
+        self.ids.append(run_id)
+        return run_id
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sweep_runs() -> Iterator[SweepRuns]:
+    """End the sweep runs opened inside as FINISHED, FAILED (a cell failed, or an error escaped) or KILLED
+    (Ctrl-C; SIGTERM, as from ``kill`` or a CI timeout, is turned into the same interruption while inside)."""
+    runs = SweepRuns()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    status = "FINISHED"
+    try:
+        yield runs
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if status == "FINISHED" and runs.failed:
+            status = "FAILED"
+        client = _mlflow().MlflowClient()
+        for run_id in dict.fromkeys(runs.ids):
+            client.set_terminated(run_id, status=status)
 
 
 def _items_frame(variant: VariantRun) -> Any:
@@ -141,11 +235,11 @@ def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset
             "t2s.dataset_version": variant.dataset_version, "t2s.git_commit": git_commit()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_label(variant.variant), parent_run_id=parent_run_id,
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_label(variant.variant, variant.dataset), parent_run_id=parent_run_id,
                               nested=True, tags=tags) as run:
             variant.run_id = run.info.run_id
             mlflow.log_params({**{k: str(v)[:6000] for k, v in params.items()}, "git_commit": tags["t2s.git_commit"]})
-            mlflow.log_metrics({k: float(v) for k, v in variant.metrics.items()})
+            mlflow.log_metrics(readable_metrics(variant.metrics))
             mlflow.log_input(_dataset_input(variant, dataset_root), context="evaluation")
             from pipelines.mlflow_traces import log_question_traces, register_golden_set
 
@@ -168,11 +262,12 @@ def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset
     return variant.run_id  # type: ignore[return-value]
 
 
-def log_failed_variant(name: str, error: str, *, exp_id: str, parent_run_id: str, tags: dict[str, str]) -> str:
+def log_failed_variant(name: str, error: str, *, exp_id: str, parent_run_id: str, tags: dict[str, str],
+                       dataset: str) -> str:
     """A cell that could not run at all: a FAILED nested run that says why."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
-    run = client.create_run(exp_id, run_name=run_label(name), tags={
+    run = client.create_run(exp_id, run_name=run_label(name, dataset), tags={
         **tags, "t2s.kind": VARIANT_KIND, "t2s.error": error[:5000], "mlflow.parentRunId": parent_run_id})
     client.set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id

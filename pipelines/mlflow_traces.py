@@ -9,12 +9,15 @@ finished trace, built in memory with explicit timestamps and written with a few 
   every variant, because the comparison view joins two runs' rows on the request preview (so no prompt or
   model in the inputs); the question comes first so the cut-off request column still reads as one;
 - outputs: ``predicted_sql``; expectation: ``gold_sql``;
-- feedback (source CODE, the platform's scorer): ``execution_match`` (pass/fail, with the error detail as
-  rationale), ``exact_match`` (only when it was computed), ``error_class`` (``none`` when it passed),
-  ``valid_sql``;
+- feedback (source CODE, the platform's scorer): ``execution_match`` (pass/fail; the rationale starts with
+  the error class, ``wrong_result: …``), ``exact_match`` (only when it was computed), ``valid_sql`` — booleans
+  only, so the comparison view's ↗/↘ arrows mean better/worse. The error class is not a feedback: MLflow
+  compares string feedback alphabetically (``none`` → ``wrong_result`` showed ↘ while the answer got right);
+  it is the rationale's first word and a trace tag;
 - the result previews, latency, tokens and cache flag as span attributes and trace metadata; the trace's
   duration is the question's real generation latency;
-- trace tags ``difficulty``, ``category``, ``database``, ``verdict`` (pass/fail) for filtering;
+- trace tags ``difficulty``, ``category``, ``database``, ``verdict`` (pass/fail), ``error_class`` (``none``
+  when it passed) for filtering;
 - metadata ``mlflow.sourceRun`` links every trace to the variant run.
 
 Cost: one ``start_trace`` call per question (the trace row, its tags, metadata and assessments in one
@@ -34,7 +37,7 @@ from evals.records import EvalItem, VariantRun
 
 SCORER_ID = "t2s.scoring"
 SPAN_BATCH = 200
-FEEDBACK_NAMES = ("execution_match", "exact_match", "error_class", "valid_sql")
+FEEDBACK_NAMES = ("execution_match", "exact_match", "valid_sql")
 
 
 def question_inputs(item: EvalItem) -> dict[str, str]:
@@ -61,11 +64,11 @@ def _assessments(item: EvalItem, trace_id: str, run_id: str, at_ms: int) -> list
     meta = {AssessmentMetadataKey.SOURCE_RUN_ID: run_id}
     common = {"source": code, "trace_id": trace_id, "metadata": meta, "create_time_ms": at_ms,
               "last_update_time_ms": at_ms}
-    verdict = "result sets equal" if item.match else (item.detail or item.error_class or "result sets differ")
+    verdict = "result sets equal" if item.match else ": ".join(
+        x for x in (item.error_class or "wrong_result", item.detail) if x)
     out = [Feedback(name="execution_match", value=item.match, rationale=verdict[:1000], **common)]
     if item.exact_match is not None:
         out.append(Feedback(name="exact_match", value=item.exact_match, **common))
-    out.append(Feedback(name="error_class", value=item.error_class or "none", **common))
     out.append(Feedback(name="valid_sql", value=item.valid_sql, **common))
     out.append(Expectation(name="gold_sql", value=item.gold_sql,
                            source=AssessmentSource(source_type="HUMAN", source_id="golden set"),
@@ -101,7 +104,8 @@ def build_trace(item: EvalItem, *, run_id: str, experiment_id: str, start_ms: in
         trace_metadata={TraceMetadataKey.SOURCE_RUN: run_id, TraceMetadataKey.INPUTS: inputs[:1000],
                         TraceMetadataKey.OUTPUTS: outputs[:1000], **{k: v[:1000] for k, v in details.items()}},
         tags={TraceTagKey.TRACE_NAME: item.id, "difficulty": item.difficulty, "category": item.category,
-              "database": item.db_id, "verdict": "pass" if item.match else "fail"},
+              "database": item.db_id, "verdict": "pass" if item.match else "fail",
+              "error_class": item.error_class or "none"},
         assessments=_assessments(item, trace_id, run_id, start_ms + duration_ms))
     return info, span
 

@@ -6,6 +6,11 @@ when :func:`evals.gate.decide` passes on a paired comparison over the same items
 reason. Every alias move (promotion, forced promotion, rollback) is recorded: model-version tags in the
 registry, one line appended to the audit log file, and that file logged as an artifact of a run in the
 ``t2s/promotions`` experiment.
+
+Where MLflow 3 expects the model: a promotion is a run of ``t2s/promotions`` (named after what moved,
+``v8 · bank+freight → champion (t2s-generator v3)``) that logs the bundle as its LoggedModel and registers
+it; the variant's evaluation run gets that model as an *input* (the model it evaluated), never as an output,
+so it stays an evaluation run in the experiment's Evaluation runs list instead of moving to Training runs.
 """
 
 from __future__ import annotations
@@ -67,27 +72,61 @@ def actor(settings: Settings) -> str:
         return os.environ.get("USER", "unknown")
 
 
-def append_audit(settings: Settings, record: dict[str, Any]) -> Path:
-    """Append one JSON line (fsync'd) to the audit log and log the whole file to MLflow."""
+def promotions_experiment() -> str:
+    """The ``t2s/promotions`` experiment (created on first use, with a description saying what it holds)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mlflow
+
+    exp = mlflow.get_experiment_by_name(AUDIT_EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return mlflow.create_experiment(AUDIT_EXPERIMENT, tags={"mlflow.note.content": (
+            "Every move of the champion alias: one run per promotion (it logs and registers the promoted bundle) "
+            "or rollback, with the audit record and the whole audit log as artifacts. The evaluation behind "
+            "a promotion is linked from the run's `t2s.variant_run_id` tag and from the model's page.")})
+    except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+        return mlflow.get_experiment_by_name(AUDIT_EXPERIMENT).experiment_id
+
+
+def _short(prompt: str, model: str | None, dataset: str | None) -> str:
+    """``v8 · bank+freight`` for ``sql-analyst@8`` on the embedded model and ``bank+freight``, named as the
+    evaluation runs are (:func:`pipelines.mlflow_runs.run_label`)."""
+    from pipelines.mlflow_runs import run_label
+
+    return run_label(f"{prompt}/{model or ''}", dataset or "").removesuffix(" · ")
+
+
+def audit_run_name(record: dict[str, Any]) -> str:
+    """What moved, readable in a cut-off run list: ``v8 · bank+freight → champion (t2s-generator v3)``."""
+    target = f"t2s-generator v{record['to_model_version']}"
+    if record["action"] == "rollback":
+        return f"rollback → {_short(record['to_prompt'], record.get('model'), None)} ({target})"
+    forced = " (forced)" if record["action"] == "forced_promotion" else ""
+    return f"{_short(record['to_prompt'], record.get('model'), record.get('dataset'))} → champion{forced} ({target})"
+
+
+def append_audit(settings: Settings, record: dict[str, Any], run_id: str | None = None) -> Path:
+    """Append one JSON line (fsync'd) to the audit log and log the whole file to MLflow: to ``run_id`` (the
+    promotion's run) or a new run of ``t2s/promotions``; the run is then ended."""
     path = settings.audit_log
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mlflow
-
-    exp = mlflow.get_experiment_by_name(AUDIT_EXPERIMENT)
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(AUDIT_EXPERIMENT)
     client = _client()
-    run = client.create_run(exp_id, run_name=f"{record['action']} → v{record['to_model_version']}",
-                            tags={"t2s.kind": "promotion", "t2s.action": record["action"],
-                                  "t2s.actor": record["actor"], "mlflow.note.content": record.get("reason") or ""})
-    client.log_artifact(run.info.run_id, str(path), artifact_path="audit")
-    client.log_text(run.info.run_id, json.dumps(record, indent=2, sort_keys=True), "record.json")
-    client.set_terminated(run.info.run_id)
+    if run_id is None:
+        run_id = client.create_run(promotions_experiment(), tags={"t2s.kind": "promotion"}).info.run_id
+    client.set_tag(run_id, "mlflow.runName", audit_run_name(record))
+    for key, value in {"t2s.action": record["action"], "t2s.actor": record["actor"],
+                       "t2s.prompt": record["to_prompt"], "t2s.model_version": str(record["to_model_version"]),
+                       "mlflow.note.content": record.get("reason") or ""}.items():
+        client.set_tag(run_id, key, value)
+    client.log_artifact(run_id, str(path), artifact_path="audit")
+    client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "record.json")
+    client.set_terminated(run_id)
     return path
 
 
@@ -117,7 +156,7 @@ def _move_aliases(model_version: int, prompt: str, previous: Champion | None) ->
 def promote(challenger: VariantRun, champion_run: VariantRun | None, gate: GateConfig, settings: Settings, *,
             dataset_root: Path, force: bool = False, reason: str | None = None) -> dict[str, Any]:
     """Gate, then register the challenger's bundle and move the aliases. Returns the audit record."""
-    from evals.gate import GatePolicy, decide
+    from evals.gate import decide
     from t2s.bundle import bundle_config, log_bundle
 
     if force and not (reason and reason.strip()):
@@ -128,7 +167,7 @@ def promote(challenger: VariantRun, champion_run: VariantRun | None, gate: GateC
     if previous is not None and champion_run is None:
         raise ConfigError(f"the current champion {previous.prompt}/{previous.model.label} has no evaluation on "
                           f"these items; run `t2s eval` (it adds the champion to the sweep) and compare again")
-    decision = decide(challenger, champion_run, GatePolicy(**gate.model_dump()))
+    decision = decide(challenger, champion_run, gate.policy())
     if previous is not None and champion_run is not None and champion_run.variant == challenger.variant:
         raise GateRefused(f"{challenger.variant} is already the champion")
     if not decision.passed and not force:
@@ -139,8 +178,33 @@ def promote(challenger: VariantRun, champion_run: VariantRun | None, gate: GateC
 
     config = bundle_config(f"prompts:/{challenger.prompt_name}/{challenger.prompt_version}", challenger.provider,
                            challenger.model, dataset_root)
-    with mlflow.start_run(run_id=challenger.run_id):
-        info = log_bundle(config)
+    client = _client()
+    run = client.create_run(promotions_experiment(), run_name=f"{_short(challenger.prompt, challenger.model, challenger.dataset)} → champion",
+                            tags={"t2s.kind": "promotion", "t2s.variant_run_id": challenger.run_id})
+    try:
+        with mlflow.start_run(run_id=run.info.run_id):
+            info = log_bundle(config)
+        link_evaluated_model(challenger.run_id, info.model_id)
+        record = _register(challenger, decision, previous, info, settings, force=force, reason=reason,
+                           promotion_run_id=run.info.run_id)
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    append_audit(settings, record, run_id=run.info.run_id)
+    return record
+
+
+def link_evaluated_model(eval_run_id: str, model_id: str) -> None:
+    """The promoted model as an input of the evaluation run that measured it (an output would turn the run
+    into a training run in MLflow's UI)."""
+    from mlflow.entities import LoggedModelInput
+
+    _client().log_inputs(eval_run_id, models=[LoggedModelInput(model_id=model_id)])
+
+
+def _register(challenger: VariantRun, decision: Any, previous: Champion | None, info: Any, settings: Settings, *,
+              force: bool, reason: str | None, promotion_run_id: str) -> dict[str, Any]:
+    """Tag the registered version, move the aliases, and return the audit record."""
     version = int(info.registered_model_version)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     who = actor(settings)
@@ -151,18 +215,18 @@ def promote(challenger: VariantRun, champion_run: VariantRun | None, gate: GateC
             "t2s.variant_run_id": challenger.run_id, "t2s.dataset": challenger.dataset,
             "t2s.dataset_version": challenger.dataset_version, "t2s.promoted_by": who, "t2s.promoted_at": now,
             "t2s.action": action, "t2s.reason": reason or "", "t2s.gate": json.dumps(decision.to_dict())[:5000],
-            "t2s.previous_version": str(previous.model_version) if previous else ""}
+            "t2s.previous_version": str(previous.model_version) if previous else "",
+            "t2s.promotion_run_id": promotion_run_id}
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, str(version), key, value)
     _move_aliases(version, challenger.prompt, previous)
-    record = {"action": action, "actor": who, "at": now, "reason": reason,
-              "from_model_version": previous.model_version if previous else None,
-              "from_prompt": previous.prompt if previous else None,
-              "to_model_version": version, "to_prompt": challenger.prompt, "model": challenger.model,
-              "run_id": challenger.run_id, "sweep_id": challenger.sweep_id, "dataset": challenger.dataset,
-              "dataset_version": challenger.dataset_version, "gate": decision.to_dict()}
-    append_audit(settings, record)
-    return record
+    return {"action": action, "actor": who, "at": now, "reason": reason,
+            "from_model_version": previous.model_version if previous else None,
+            "from_prompt": previous.prompt if previous else None,
+            "to_model_version": version, "to_prompt": challenger.prompt, "model": challenger.model,
+            "run_id": challenger.run_id, "sweep_id": challenger.sweep_id, "dataset": challenger.dataset,
+            "dataset_version": challenger.dataset_version, "gate": decision.to_dict(),
+            "promotion_run_id": promotion_run_id, "model_id": info.model_id}
 
 
 def rollback(settings: Settings, reason: str) -> dict[str, Any]:

@@ -161,6 +161,20 @@ def test_sweep_compare_promote_and_rollback(project: dict[str, Any]) -> None:
     champion = client.get_model_version_by_alias("t2s-generator", "champion")
     assert champion.tags["t2s.prompt"] == "demo@2"
     assert client.get_prompt_version_by_alias("demo", "champion").version == 2
+    # The promoted model lives in a promotion run; the evaluation run has it as an input, not an output, so
+    # MLflow keeps listing it among the evaluation runs.
+    promotions = client.get_experiment_by_name("t2s/promotions")
+    (promotion,) = client.search_runs([promotions.experiment_id])
+    assert promotion.info.run_name == "demo v2 · fake-model · mini → champion (t2s-generator v1)"
+    assert promotion.info.status == "FINISHED" and champion.tags["t2s.promotion_run_id"] == promotion.info.run_id
+    evaluated = client.get_run(v2.info.run_id)
+    assert not (evaluated.outputs and evaluated.outputs.model_outputs)
+    (model_input,) = evaluated.inputs.model_inputs
+    assert client.get_logged_model(model_input.model_id).source_run_id == promotion.info.run_id
+    assert f"#/experiments/{promotions.experiment_id}/runs/{promotion.info.run_id}" in promoted.output
+    assert f"evaluation-runs?selectedRunUuid={v2.info.run_id}" in promoted.output
+    assert "#/models/t2s-generator/versions/1" in promoted.output
+    assert client.get_run(parent).info.status == "FINISHED"  # the sweep's run ended with its process
 
     # The worse variant cannot take over, and nothing moves when the gate refuses.
     refused = run("promote", v1.info.run_id)
@@ -180,6 +194,62 @@ def test_sweep_compare_promote_and_rollback(project: dict[str, Any]) -> None:
     assert [a["action"] for a in audit] == ["first_promotion", "forced_promotion", "rollback"]
     assert audit[1]["reason"] == "incident drill" and audit[1]["gate"]["passed"] is False
     assert audit[2]["to_model_version"] == int(champion.version)
+    names = [r.info.run_name for r in client.search_runs([promotions.experiment_id], order_by=["start_time ASC"])]
+    assert names == ["demo v2 · fake-model · mini → champion (t2s-generator v1)",
+                     "demo v1 · fake-model · mini → champion (forced) (t2s-generator v2)",
+                     "rollback → demo v2 · fake-model (t2s-generator v1)"]
+
+
+def per_item(folder: Path, prompt: str) -> dict[str, dict[str, Any]]:
+    path = next((folder / "mini" / prompt).rglob("per_item.jsonl"))
+    return {i["id"]: i for i in map(json.loads, path.read_text().splitlines())}
+
+
+def test_answer_latency_survives_the_cache_and_the_budget_decides_the_best(project: dict[str, Any]) -> None:
+    """Version 2 is right but slow (0.3 s per call), version 1 wrong but fast: a rerun served from the cache
+    keeps version 2's measured latency, and under a 0.2 s p95 budget `promote --best` passes it over."""
+    def slow_right(body: dict[str, Any]) -> Reply:
+        reply = answer(body)
+        if "ALWAYS-WRONG" not in body["messages"][0]["content"]:
+            reply.delay = 0.3
+        return reply
+
+    project["fake"].responder = slow_right
+    root = project["root"]
+    assert evaluate(project, "t1").exit_code == 0
+    first = per_item(root / "reports", "demo@2")
+    assert all(i["answer_latency_s"] >= 0.3 and not i["cached"] for i in first.values())
+    fast = per_item(root / "reports", "demo@1")
+    assert all(i["answer_latency_s"] < 0.3 for i in fast.values()), [i["answer_latency_s"] for i in fast.values()]
+    asked = len(project["fake"].requests)
+    again = evaluate(project, "t2")
+    assert again.exit_code == 0 and len(project["fake"].requests) == asked  # every call from the cache
+    rerun = per_item(root / "reports", "demo@2")
+    for qid, item in rerun.items():
+        assert item["cached"] and item["latency_s"] < 0.1  # the lookup
+        assert item["answer_latency_s"] == pytest.approx(first[qid]["answer_latency_s"], abs=0.1)  # the call
+
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({"gate": {"budget": {"p95_latency_s": 0.2, "model_calls_per_answer": 1}}}))
+    compared = run("compare", "--sweep", "t2", "--params", str(params), "--out", str(root / "cmp"))
+    assert compared.exit_code == 0, compared.output
+    board = run("leaderboard", str(root / "cmp" / "leaderboard.json"))
+    assert board.exit_code == 0 and "budget" in board.output and "over" in board.output and "within" in board.output
+    promoted = run("promote", "--best", "--sweep", "t2", "--params", str(params),
+                   "--decision-out", str(root / "decision.json"))
+    assert promoted.exit_code == 0, promoted.output
+    decision = json.loads((root / "decision.json").read_text())
+    assert decision["challenger"] == "demo@1/compatible:fake-model" and decision["promoted"] is True
+    assert "demo@2/compatible:fake-model is over the serving budget" in decision["passed_over"][0]
+    assert "gate.budget.p95_latency_s = 0.20 s" in decision["passed_over"][0]
+    assert decision["record"]["gate"]["checks"] == {"within_budget": True}
+    assert decision["record"]["gate"]["budget"]["measured"]["model_calls_per_answer"] == 1.0
+    # Naming the slow variant itself: refused, and the reason names the budget.
+    slow_run = next(r for r in mlflow_client().search_runs(
+        [mlflow_client().get_experiment_by_name("t2s/mini").experiment_id],
+        "tags.`t2s.sweep_id` = 't2' and tags.`t2s.variant` = 'demo@2/compatible:fake-model'"))
+    refused = run("promote", slow_run.info.run_id, "--params", str(params))
+    assert refused.exit_code == 2 and "over the serving budget" in refused.output, refused.output
 
 
 def test_question_failures_are_recorded_and_the_cell_goes_on(project: dict[str, Any]) -> None:
@@ -220,6 +290,8 @@ def test_an_unreachable_model_fails_its_cells_only(project: dict[str, Any]) -> N
     runs = client.search_runs([exp.experiment_id], "tags.`t2s.kind` = 'variant'")
     status = {r.data.tags["t2s.variant"]: r.info.status for r in runs}
     assert status == {"demo@2/compatible:fake-model": "FINISHED", "demo@2/compatible:gone": "FAILED"}
+    (sweep,) = client.search_runs([exp.experiment_id], "tags.`t2s.kind` = 'sweep'")
+    assert sweep.info.status == "FAILED"  # one of its cells could not run
     failed = next(r for r in runs if r.info.status == "FAILED")
     assert "127.0.0.1:9" in failed.data.tags["t2s.error"]
 
@@ -243,10 +315,14 @@ def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[st
     deadline = time.time() + 60
     while len(fake.requests) < 3 and time.time() < deadline:
         time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    proc.terminate()  # SIGTERM, as `kill` or a CI timeout sends: the question in flight ends, no new one starts
+    assert proc.wait(timeout=30) != 0
     done_before = len(fake.requests)
     assert 3 <= done_before < len(QUESTIONS)
+    client = mlflow_client()
+    exp = client.get_experiment_by_name("t2s/mini")
+    (sweep,) = client.search_runs([exp.experiment_id], "tags.`t2s.kind` = 'sweep'")
+    assert sweep.info.status == "KILLED"
     resumed = subprocess.run(cmd, env=env, cwd=project["root"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     asked = [r["json"]["messages"][-1]["content"].rsplit("Question: ", 1)[-1] for r in fake.requests]
@@ -255,12 +331,15 @@ def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[st
     items = [json.loads(line) for line in next((project["root"] / "r").rglob("per_item.jsonl")).read_text().splitlines()]
     assert len(items) == len(QUESTIONS) and all(i["match"] for i in items)
     assert sum(i["cached"] for i in items) >= done_before - 1
+    assert client.get_run(sweep.info.run_id).info.status == "FINISHED"  # resumed and done
 
 
 @pytest.mark.parametrize(("gate", "field"), [({"alpha": 2}, "gate.alpha"), ({"min_gain": -1}, "gate.min_gain"),
                                               ({"alpah": 0.1}, "gate.alpah"),
                                               ({"dataset_tolerance": 2}, "gate.dataset_tolerance"),
-                                              ({"heldout": "freight"}, "gate.heldout")])
+                                              ({"heldout": "freight"}, "gate.heldout"),
+                                              ({"budget": {"p95_latency_s": 0}}, "gate.budget.p95_latency_s"),
+                                              ({"budget": {"p59": 3}}, "gate.budget.p59")])
 def test_a_malformed_gate_config_is_named(project: dict[str, Any], gate: dict[str, Any], field: str) -> None:
     params = project["root"] / "params.yaml"
     params.write_text(yaml.safe_dump({"gate": gate}))

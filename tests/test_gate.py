@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from evals.budget import Budget, p95
 from evals.gate import GatePolicy, decide
 from evals.records import EvalItem, VariantRun
 
@@ -126,3 +127,100 @@ def test_policy_validation() -> None:
         GatePolicy(alpha=0)
     with pytest.raises(ValueError, match="bucket_tolerance"):
         GatePolicy(bucket_tolerance=-0.1)
+
+
+# ------------------------------------------------------------------------------------------ serving budget
+
+def with_costs(run: VariantRun, latencies: list[float | None], calls: int = 1, tokens: int = 500,
+               cached: bool = False, **metrics: float) -> VariantRun:
+    """``run`` with per-answer latencies (cycled over its items), model calls and tokens per answer."""
+    items = [i.model_copy(update={"answer_latency_s": latencies[k % len(latencies)], "latency_s": 0.001,
+                                  "cached": cached, "model_calls": calls, "prompt_tokens": tokens - 20,
+                                  "completion_tokens": 20}) for k, i in enumerate(run.items)]
+    return run.model_copy(update={"items": items, "metrics": {**run.metrics, **metrics}})
+
+
+WIN = {"easy": (40, 8, 1, 1), "medium": (30, 7, 1, 2), "hard": (20, 6, 1, 3), "extra": (10, 5, 0, 5)}
+
+
+def test_p95_is_the_nearest_rank_percentile() -> None:
+    assert p95([float(x) for x in range(1, 21)]) == 19.0  # ceil(0.95 · 20) = 19th of 20
+    assert p95([float(x) for x in range(100, 0, -1)]) == 95.0
+    assert p95([7.0]) == 7.0
+    with pytest.raises(ValueError):
+        p95([])
+
+
+def test_a_challenger_over_the_latency_budget_is_refused_naming_the_budget() -> None:
+    chall, champ = make_pair(WIN)
+    slow = with_costs(chall, [1.0] * 18 + [9.5, 12.0])  # p95 of the cycle: 9.5 s of every 20 answers
+    policy = GatePolicy(n_resamples=2000, budget=Budget(p95_latency_s=3.0))
+    d = decide(slow, champ, policy)
+    assert d.checks["significant"] is True and d.checks["within_budget"] is False and not d.passed
+    reason = next(r for r in d.reasons if "serving budget" in r)
+    assert "over the serving budget" in reason and "gate.budget.p95_latency_s = 3.00 s" in reason
+    assert "p95 latency per answer 9.50 s" in reason
+    summary = d.to_dict()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["budget"]["within"] is False and summary["budget"]["over"] == ["p95_latency_s"]
+    assert summary["budget"]["measured"]["p95_latency_s"] == 9.5
+    assert summary["policy"]["budget"]["p95_latency_s"] == 3.0
+    assert d.to_tags()["gate.budget"] == "over"
+    # The same challenger within a looser budget passes.
+    loose = decide(slow, champ, GatePolicy(n_resamples=2000, budget=Budget(p95_latency_s=10.0)))
+    assert loose.passed and loose.checks["within_budget"] is True
+    assert any("within the serving budget" in r and "9.50 s ≤ 10.00 s" in r for r in loose.reasons)
+
+
+def test_the_first_champion_must_fit_the_budget_too() -> None:
+    chall, _ = make_pair({"easy": (5, 0, 0, 5)})
+    budget = Budget(p95_latency_s=3.0, model_calls_per_answer=2.0, tokens_per_answer=1000)
+    fast = with_costs(chall, [0.8, 1.2, 2.9], calls=1, tokens=800)
+    d = decide(fast, None, GatePolicy(budget=budget))
+    assert d.passed and d.first_promotion and d.checks == {"within_budget": True}
+    assert "first champion" in d.reasons[0] and "within the serving budget" in d.reasons[1]
+    assert "1.00 ≤ 2.00" in d.reasons[1] and "800 ≤ 1,000" in d.reasons[1]
+
+    greedy = with_costs(chall, [0.8, 1.2, 2.9], calls=5, tokens=4000)
+    d = decide(greedy, None, GatePolicy(budget=budget))
+    assert not d.passed and "cannot be the first champion" in d.reasons[0]
+    assert "model calls per answer 5.00 exceeds gate.budget.model_calls_per_answer = 2.00" in d.reasons[1]
+    assert "tokens per answer 4,000 exceeds gate.budget.tokens_per_answer = 1,000" in d.reasons[1]
+    assert d.to_dict()["budget"]["over"] == ["model_calls_per_answer", "tokens_per_answer"]
+
+
+def test_missing_measurements_fail_the_budget_and_say_what_is_missing() -> None:
+    chall, champ = make_pair(WIN)
+    policy = GatePolicy(n_resamples=2000, budget=Budget(p95_latency_s=3.0))
+    # Answers served from the completion cache before call times were kept: no latency to check.
+    unmeasured = with_costs(chall, [1.0, None], cached=True)
+    d = decide(unmeasured, champ, policy)
+    assert not d.passed and d.checks["within_budget"] is False
+    reason = next(r for r in d.reasons if "serving budget" in r)
+    assert "cannot be checked against the serving budget (gate.budget)" in reason
+    n = len(chall.items)
+    assert f"latency of {n // 2} of {n} answers was not measured" in reason and "T2S_CACHE_DIR" in reason
+    assert d.to_dict()["budget"]["missing"] == ["p95_latency_s"] and d.to_tags()["gate.budget"] == "unmeasured"
+    # Records written before answer latencies were kept still count when no call was cached.
+    legacy = chall.model_copy(update={"items": [i.model_copy(update={"latency_s": 0.5, "cached": False})
+                                                for i in chall.items]})
+    assert decide(legacy, champ, policy).checks["within_budget"] is True
+    # A hosted model without prices has no cost; a local model costs nothing per token.
+    costly = GatePolicy(n_resamples=2000, budget=Budget(cost_per_1k_answers_usd=0.5))
+    hosted = with_costs(chall, [1.0])
+    d = decide(hosted, champ, costly)
+    assert not d.passed and "model m (fake) has no price" in " ".join(d.reasons)
+    priced = with_costs(chall, [1.0], cost_per_1k_answers_usd=0.42)
+    assert decide(priced, champ, costly).checks["within_budget"] is True
+    local = with_costs(chall, [1.0]).model_copy(update={"provider": "local"})
+    assert decide(local, champ, costly).checks["within_budget"] is True
+
+
+def test_no_budget_no_budget_check() -> None:
+    chall, champ = make_pair(WIN)
+    d = decide(with_costs(chall, [99.0]), champ, POLICY)
+    assert "within_budget" not in d.checks and "budget" not in d.to_dict() and d.passed
+    with pytest.raises(ValueError, match=r"gate\.budget\.p95_latency_s must be a positive number"):
+        Budget(p95_latency_s=0)
+    with pytest.raises(ValueError, match="tokens_per_answer"):
+        Budget(tokens_per_answer=float("nan"))

@@ -65,16 +65,23 @@ def test_each_question_is_a_trace_with_its_verdicts_and_the_golden_set_is_linked
     exp_id, runs = variant_runs(client)
     assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/evaluation-runs" in result.output
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "genai_development"
-    assert runs["demo@1"].info.run_name == "v1 · compatible:fake-model · demo"
+    assert runs["demo@1"].info.run_name == "demo v1 · fake-model · mini"
+    parent = client.get_run(runs["demo@1"].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["t2s.kind"] == "sweep"
+    assert runs["demo@1"].data.metrics["execution_accuracy"] == 0.5 and runs["demo@2"].data.metrics[
+        "execution_accuracy"] == 0.875  # 7/8 logged as is: it needs no rounding
 
     per_run = {name: traces_of(exp_id, run.info.run_id) for name, run in runs.items()}
     for name, traces in per_run.items():
         assert set(traces) == set(TEXT_BY_ID), name
         for qid, trace in traces.items():
             values = {a.name: a.value for a in trace.info.assessments}
+            rationale = {a.name: a.rationale for a in trace.info.assessments}
             right = qid in V1_RIGHT if name == "demo@1" else qid not in V2_WRONG
             assert values["execution_match"] is right, (name, qid)
-            assert values["error_class"] == ("none" if right else "wrong_result")
+            # booleans only: the compare view's arrows then mean better/worse; the error class is a tag
+            assert "error_class" not in values and trace.info.tags["error_class"] == ("none" if right else "wrong_result")
+            assert rationale["execution_match"].startswith("result sets equal" if right else "wrong_result")
             assert values["valid_sql"] is True and values["gold_sql"] == GOLD_BY_QUESTION[TEXT_BY_ID[qid]]
             assert "exact_match" not in values  # not computed in this sweep
             assert trace.info.tags["verdict"] == ("pass" if right else "fail")
@@ -112,7 +119,9 @@ def test_exact_match_is_an_assessment_only_when_computed() -> None:
                     latency_s=1.25)
     info, span = build_trace(item, run_id="r" * 32, experiment_id="1", start_ms=1_000, variant="demo@1/m")
     values = {a.name: a.value for a in info.assessments}
-    assert values["exact_match"] is False and values["error_class"] == "no_sql" and values["execution_match"] is False
+    assert values["exact_match"] is False and values["execution_match"] is False and "error_class" not in values
+    assert info.tags["error_class"] == "no_sql" and info.tags["verdict"] == "fail"
+    assert next(a for a in info.assessments if a.name == "execution_match").rationale == "no_sql"
     assert info.execution_duration == 1250 and info.state.value == "ERROR"
     assert span.end_time_ns - span.start_time_ns == 1_250_000_000 and span.outputs == {"predicted_sql": ""}
     again, _ = build_trace(item, run_id="r" * 32, experiment_id="1", start_ms=5_000, variant="demo@1/m")
