@@ -14,6 +14,7 @@ callers use: it yields an :class:`~t2s.llm.LLMClient` for the configured provide
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib.util
@@ -28,6 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from t2s.errors import LLMError, LLMUnavailable
+from t2s.parent_watch import watched
 
 if TYPE_CHECKING:
     from t2s.llm import LLMClient
@@ -319,8 +322,10 @@ class LocalServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._started_at = time.perf_counter()
         with self.log_path.open("wb") as log:
-            self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+            # Under a parent watcher: the server stops when this process dies, however it dies.
+            self._proc = subprocess.Popen(watched(self.command()), stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL)
+        _RUNNING.add(self)
 
     def _until_ready(self) -> LocalServer:
         try:
@@ -361,6 +366,7 @@ class LocalServer:
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after 10 s). Safe to call twice."""
         proc, self._proc = self._proc, None
+        _RUNNING.discard(self)
         if proc is None:
             return
         if proc.poll() is None:
@@ -376,6 +382,20 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: Servers started and not yet stopped: stopped at interpreter exit too (a SystemExit or an unhandled error
+#: that skipped a ``with`` block's clean-up); a process killed outright is covered by :mod:`t2s.parent_watch`.
+_RUNNING: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+
+
+def _stop_running() -> None:
+    for server in list(_RUNNING):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+atexit.register(_stop_running)
 
 
 def server_count(settings: Settings) -> int:
