@@ -9,14 +9,23 @@ A new salt reshuffles everyone (use it to start a fresh experiment).
 
 Requests without a user id are assigned at random, in the same proportions, and flagged
 (``random_assignment``) so the report keeps them out of the per-user analysis.
+
+Every assignment carries the **epoch** of the split it was made under (:func:`split_epoch`): a hash of
+the salt, the bucket ranges and the stopped variant. Any process computes the same epoch for the same
+split without coordination; 50/50 → 60/40, or stopping on one variant, starts a new epoch, and going back
+to an earlier split returns to that split's epoch (the same users get the same variants again). The
+report checks each epoch's users against that epoch's split, because after 50/50 → 60/40 the users of the
+second period follow 60/40 while those of the first followed 50/50.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 BUCKETS = 10_000
 
@@ -26,6 +35,7 @@ class Assignment:
     variant: str
     bucket: int | None  # None for random assignment
     random_assignment: bool
+    epoch: str = ""  # the split it was made under (split_epoch)
 
 
 def bucket_of(salt: str, user_id: str) -> int:
@@ -53,6 +63,26 @@ def bucket_ranges(weights: Sequence[tuple[str, float]]) -> list[tuple[str, int, 
     return out
 
 
+def split_shares(weights: Sequence[tuple[str, float]], stopped_variant: str | None = None) -> dict[str, float]:
+    """The share of users each variant gets under this split: its bucket range / BUCKETS (exact, after the
+    rounding of :func:`bucket_ranges`), or everything for the stopped variant."""
+    if stopped_variant is not None:
+        return {name: float(name == stopped_variant) for name, _ in weights}
+    return {name: (end - start) / BUCKETS for name, start, end in bucket_ranges(weights)}
+
+
+def split_epoch(salt: str, weights: Sequence[tuple[str, float]], stopped_variant: str | None = None) -> str:
+    """The epoch id of a split: 12 hex digits of sha256 over the salt, the bucket ranges and the stopped
+    variant (weights that give the same ranges, 1:1 and 50:50, are the same split)."""
+    return _epoch(salt, tuple((str(n), float(w)) for n, w in weights), stopped_variant)
+
+
+@lru_cache(maxsize=64)
+def _epoch(salt: str, weights: tuple[tuple[str, float], ...], stopped_variant: str | None) -> str:
+    payload = json.dumps({"salt": salt, "ranges": bucket_ranges(weights), "stopped": stopped_variant})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
 def variant_for_bucket(bucket: int, ranges: Sequence[tuple[str, int, int]]) -> str:
     for name, start, end in ranges:
         if start <= bucket < end:
@@ -68,9 +98,10 @@ def assign(salt: str, weights: Sequence[tuple[str, float]], user_id: str | None,
     computed for users, so resuming restores their previous variant.
     """
     ranges = bucket_ranges(weights)
+    epoch = split_epoch(salt, weights, stopped_variant)
     if user_id is None or user_id == "":
         bucket = (rng or random).randrange(BUCKETS)
         name = stopped_variant or variant_for_bucket(bucket, ranges)
-        return Assignment(name, None, True)
+        return Assignment(name, None, True, epoch)
     bucket = bucket_of(salt, user_id)
-    return Assignment(stopped_variant or variant_for_bucket(bucket, ranges), bucket, False)
+    return Assignment(stopped_variant or variant_for_bucket(bucket, ranges), bucket, False, epoch)

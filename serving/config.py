@@ -8,6 +8,9 @@ An experiment file (default ``experiments/default.yaml``, setting ``T2S_SERVE_EX
     variants:
       - {name: champion, alias: champion, weight: 50}
       - {name: challenger, alias: challenger, weight: 50}   # or `version: 7`
+    guardrails:                # optional; how much worse than the control a variant may be
+      latency_p95_increase: 0.20       # p95 latency 20% above the control's
+      sql_error_rate_increase: 0.02    # 2 points more SQL errors (also timeout_, llm_error_, ...)
 
 Each variant names a registered ``t2s-generator`` by alias or explicit version. A missing file means the
 implicit experiment ``default``: the champion alone.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serving.experiment_report import GuardrailThresholds
 from t2s.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -54,6 +58,7 @@ class ExperimentConfig(BaseModel):
     salt: str = Field(min_length=1)
     control: str | None = None
     variants: list[VariantConfig] = Field(min_length=1)
+    guardrails: GuardrailThresholds = Field(default_factory=GuardrailThresholds)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

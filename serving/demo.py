@@ -138,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             acc = v["accuracy"]
             online = "—" if acc["online_accuracy"] is None else f"{acc['online_accuracy']:.0%}"
             offline = "—" if v["offline_accuracy"] is None else f"{v['offline_accuracy']:.0%}"
+            verdict = f", {v['lift']['verdict']}" if v["lift"] else ""
             print(f"  {v['name']} (model v{v['model_version']}, {v['prompt_version']}): {v['users']} users, "
-                  f"{acc['requests']} requests, {acc['labelled']} labelled, online accuracy {online}, "
-                  f"offline {offline}, p95 {v['guardrails'].get('latency_p95_ms') or 0:.0f} ms")
+                  f"{acc['requests']} requests, {acc['labelled']} labelled over {acc['questions']} distinct "
+                  f"questions, online accuracy {online}, offline {offline}, "
+                  f"p95 {v['guardrails'].get('latency_p95_ms') or 0:.0f} ms{verdict}")
         print(f"report: {out_dir / 'experiment.html'} (JSON beside it); store: {work / 'store.db'}")
         return 0
     finally:

@@ -1,105 +1,165 @@
-"""The figures behind ``serving.experiment_report``: record normalization, SRM, accuracy, guardrails, lift.
+"""The figures behind ``serving.experiment_report``: records, epochs, the headline population, accuracy,
+lift and guardrails.
 
-Standard statistics come from scipy/statsmodels (chi-squared, Wilson, score test, Newcombe); only the
-always-valid lift is computed here, by ``serving.sequential``.
+Means, differences and intervals that must survive correlated outcomes come from ``serving.clustered``
+(two-way cluster-robust, statsmodels); the always-valid lift from ``serving.sequential``; the trust checks
+from ``serving.srm``.
 """
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from serving import clustered
 from serving.experiment_report import (
-    SRM_MIN_EXPECTED,
-    SRM_THRESHOLD,
+    LATENCY_MIXTURE_SD,
+    RATE_MIXTURE_SD,
     Accuracy,
     FixedHorizonLift,
+    GuardrailCheck,
     Guardrails,
+    GuardrailThresholds,
     Interval,
     Lift,
+    LiftPoint,
     SequentialLift,
-    SrmCheck,
 )
+from serving.questions import normalized_question
 
 if TYPE_CHECKING:
-    from serving.experiment_report import VariantWeight
+    from serving.experiment_report import EpochSplit, VariantWeight
+    from serving.sequential import SequentialPath
+
+HISTORY_POINTS = 120
+RATE_METRICS = ("sql_error", "timeout", "llm_error", "guard_refused", "empty")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The split in force during one epoch of the records."""
+
+    epoch: str
+    shares: dict[str, float]
+    stopped_variant: str | None
+    recorded: bool
+    recorded_at: datetime | None
+    skip_users_check: str | None = None
+
+    @property
+    def randomized(self) -> bool:
+        return self.stopped_variant is None and sum(s > 0 for s in self.shares.values()) >= 2
 
 
 def normalize_records(records: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Coerce the contract's columns to working dtypes, add ``anonymous``, sort by time (stable)."""
+    """The contract's columns as a lean working frame sorted by time (stable): ``ts``, ``variant``,
+    ``outcome``, ``latency_ms``, ``correct`` (1.0, 0.0 or NaN when unlabelled), ``epoch`` ("" when none
+    was recorded), ``anonymous``, ``question_key`` (:func:`serving.questions.normalized_question`) and the
+    integer cluster codes ``_user`` (a request without a user id is its own cluster) and ``_question``."""
     missing = [c for c in columns if c not in records.columns]
     if missing:
         raise ValueError(f"records lack the column(s) {missing}: the store's export must provide {list(columns)}")
-    df = records.loc[:, list(columns)].copy()
-    df["ts"] = pd.to_datetime(df["ts"], utc=True)
-    df["variant"] = df["variant"].astype(str)
-    df["outcome"] = df["outcome"].astype(str)
-    df["latency_ms"] = pd.to_numeric(df["latency_ms"], errors="coerce").astype(float)
-    df["correct"] = df["correct"].astype("boolean")
-    no_user = df["user_hash"].isna()
-    df["user_hash"] = df["user_hash"].astype(object).where(~no_user, None)
-    df["anonymous"] = df["random_assignment"].astype("boolean").fillna(False).astype(bool) | no_user
+    user = records["user_hash"].astype(object)
+    no_user = user.isna().to_numpy()
+    anonymous = records["random_assignment"].astype("boolean").fillna(False).to_numpy(dtype=bool) | no_user
+    users = clustered.codes(user.where(~anonymous, None))
+    users[anonymous] = users.max(initial=-1) + 1 + np.arange(anonymous.sum())
+    text = [q if isinstance(q, str) else "" for q in records["question"].astype(object)]
+    keys = {q: normalized_question(q) for q in set(text)}
+    question_key = [keys[q] for q in text]
+    df = pd.DataFrame({
+        "ts": pd.DatetimeIndex(pd.to_datetime(records["ts"], utc=True)),
+        "variant": _objects([str(v) for v in records["variant"]]),
+        "outcome": _objects([str(v) for v in records["outcome"]]),
+        "latency_ms": pd.to_numeric(records["latency_ms"], errors="coerce").to_numpy(dtype=float),
+        "correct": pd.array(records["correct"], dtype="boolean").to_numpy(dtype=float, na_value=np.nan),
+        "epoch": _objects([e if isinstance(e, str) else "" for e in records["epoch"].astype(object)]),
+        "anonymous": anonymous,
+        "question_key": _objects(question_key),
+        "_user": users,
+        "_question": clustered.codes(question_key),
+    })
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def srm_check(assigned: pd.DataFrame, variants: list[VariantWeight], stopped: str | None) -> tuple[SrmCheck, int]:
-    """Chi-squared of users per variant (first variant seen) against the weights; also returns how many
-    users were served by more than one variant."""
-    from scipy.stats import chisquare
+def _objects(values: list[str]) -> pd.Series:
+    """Text as plain Python objects: filtering and counting them is faster than pandas' arrow strings."""
+    return pd.Series(values, dtype=object)
 
-    names = [v.name for v in variants]
-    per_user = assigned.groupby("user_hash", sort=False)["variant"]
-    first = per_user.first()
-    moved = int((per_user.nunique() > 1).sum())
-    observed = {n: int((first == n).sum()) for n in names}
-    total = sum(observed.values())
-    weight_sum = sum(v.weight for v in variants)
-    expected = {v.name: total * v.weight / weight_sum for v in variants}
 
-    def skip(note: str) -> tuple[SrmCheck, int]:
-        return SrmCheck(applicable=False, observed_users=observed, expected_users=expected, statistic=None,
-                        p_value=None, flagged=False, note=note), moved
+def resolve_epochs(assigned: pd.DataFrame, variants: list[VariantWeight], epochs: list[EpochSplit] | None,
+                   stopped: str | None, notes: list[str]) -> dict[str, Split]:
+    """The split of every epoch in the records, in order of first request: the store's record of it, or the
+    configured weights for requests that carry no epoch (recorded before epochs were stored) or an epoch
+    the store does not know."""
+    known = {e.epoch: e for e in epochs or []}
+    total = sum(v.weight for v in variants)
+    configured = {v.name: v.weight / total for v in variants}
+    out: dict[str, Split] = {}
+    unknown = []
+    for epoch in pd.unique(assigned["epoch"]):
+        split = known.get(epoch)
+        if split is not None:
+            out[epoch] = Split(epoch, {n: float(split.shares.get(n, 0.0)) for n in configured},
+                               split.stopped_variant, True, split.recorded_at)
+            continue
+        if epoch:
+            unknown.append(epoch)
+        skip = None
+        if stopped is not None:
+            skip = (f"the experiment is stopped: new users all go to {stopped!r}, and these requests carry no "
+                    "recorded split, so the users check cannot tell which came before the stop")
+        out[epoch] = Split(epoch, configured, None, False, None, skip)
+    if unknown:
+        notes.append(f"epoch(s) {', '.join(unknown)} are not in the store's record of splits: checked against "
+                     "the configured weights")
+    return out
 
-    if len(names) < 2:
-        return skip("one variant only: there is no split to check")
-    if stopped is not None:
-        return skip(f"the experiment is stopped: new users all go to {stopped!r}, so the split no longer "
-                    "follows the weights")
-    if total == 0:
-        return skip("no users with a user id yet")
-    if min(expected.values()) < SRM_MIN_EXPECTED:
-        return skip(f"too few users ({total}) to check the split: needs an expected {SRM_MIN_EXPECTED:g} "
-                    "per variant")
-    result = chisquare(list(observed.values()), f_exp=list(expected.values()))
-    p = float(result.pvalue)
-    flagged = p < SRM_THRESHOLD
-    note = (f"users per variant do not match the weights (p = {p:.2g} < {SRM_THRESHOLD}): assignment or "
-            "logging is broken; do not trust the results" if flagged
-            else f"users per variant match the weights (p = {p:.3g} ≥ {SRM_THRESHOLD})")
-    return SrmCheck(applicable=True, observed_users=observed, expected_users=expected,
-                    statistic=float(result.statistic), p_value=p, flagged=flagged, note=note), moved
+
+def headline_population(assigned: pd.DataFrame, splits: dict[str, Split], notes: list[str]) -> pd.DataFrame:
+    """The requests behind the per-variant figures, lift and guardrails: requests of randomized epochs,
+    each user under the variant that first served them (later requests from another variant, after a
+    weight change, are set aside)."""
+    randomized = assigned["epoch"].map({e: s.randomized for e, s in splits.items()}).astype(bool)
+    stopped_rows = assigned[~randomized]
+    if len(stopped_rows):
+        notes.append(f"{len(stopped_rows)} request(s) were served while the experiment was stopped on one "
+                     "variant: not randomized, so they are left out of accuracy, lift and guardrails (the "
+                     "epochs table counts them)")
+    rows = assigned[randomized]
+    first = rows.groupby("_user", sort=False)["variant"].transform("first")
+    keep = rows["variant"] == first
+    if not keep.all():
+        moved = rows.loc[~keep, "_user"].nunique()
+        notes.append(f"{moved} user(s) were served by another variant after a weight change; their "
+                     f"{int((~keep).sum())} later request(s) from it are set aside: each user counts once, "
+                     "under the variant that first served them")
+    return rows[keep]
 
 
 def accuracy(rows: pd.DataFrame, alpha: float) -> Accuracy:
-    """Labelled correct / labelled, with a Wilson interval (statsmodels)."""
-    from statsmodels.stats.proportion import proportion_confint
-
+    """Labelled correct / labelled, with Wilson's interval at the two-way effective sample size."""
     requests = len(rows)
-    labels = rows["correct"].dropna()
-    labelled = len(labels)
-    correct = int(labels.sum())
-    ci = None
-    acc = None
+    labelled_rows = rows[rows["correct"].notna()]
+    labelled = len(labelled_rows)
+    correct = int(labelled_rows["correct"].sum())
+    ci = acc = design = None
     if labelled:
         acc = correct / labelled
-        low, high = proportion_confint(correct, labelled, alpha=alpha, method="wilson")
-        ci = Interval(low=float(low), high=float(high))
+        y = labelled_rows["correct"].to_numpy(dtype=float)
+        est = clustered.mean(y, labelled_rows["_user"].to_numpy(), labelled_rows["_question"].to_numpy())
+        low, high = clustered.proportion_interval(correct, labelled, est, alpha)
+        ci = Interval(low=low, high=high)
+        if est is not None and 0 < acc < 1:
+            design = est.variance / (acc * (1 - acc) / labelled)
     return Accuracy(requests=requests, labelled=labelled, correct=correct,
                     label_coverage=labelled / requests if requests else None,
-                    online_accuracy=acc, online_accuracy_ci=ci)
+                    questions=int(labelled_rows["question_key"].nunique()),
+                    online_accuracy=acc, online_accuracy_ci=ci, design_effect=design)
 
 
 def guardrails(rows: pd.DataFrame, outcomes: tuple[str, ...]) -> Guardrails:
@@ -121,50 +181,129 @@ def guardrails(rows: pd.DataFrame, outcomes: tuple[str, ...]) -> Guardrails:
 
 
 def lift(rows: pd.DataFrame, control_rows: pd.DataFrame, control: str, alpha: float, mixture_sd: float,
-         min_units: int) -> Lift:
-    """Treatment minus control online accuracy: always-valid (mSPRT) and fixed-horizon figures."""
-    from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
-
+         min_units: int, min_questions: int) -> Lift:
+    """Treatment minus control online accuracy: always-valid (mSPRT) and fixed-horizon figures, both
+    with two-way cluster-robust variances."""
     from serving.sequential import mixture_sprt_path
 
     t = rows[rows["correct"].notna()]
     c = control_rows[control_rows["correct"].notna()]
     n_t, n_c = len(t), len(c)
+    both = pd.concat([t.assign(_treat=True), c.assign(_treat=False)]).sort_values("ts", kind="stable")
+    questions = int(both["question_key"].nunique())
     if n_t == 0 or n_c == 0:
         which = "this variant" if n_t == 0 else "the control"
-        return Lift(control=control, difference=None, relative=None, sequential=None, fixed_horizon=None,
-                    verdict=f"no labels yet in {which}")
-    k_t, k_c = int(t["correct"].sum()), int(c["correct"].sum())
-    p_t, p_c = k_t / n_t, k_c / n_c
+        return Lift(control=control, difference=None, relative=None, questions=questions, sequential=None,
+                    fixed_horizon=None, decision="no_labels", verdict=f"no labels yet in {which}")
+    p_t, p_c = float(t["correct"].mean()), float(c["correct"].mean())
     diff = p_t - p_c
+    treat = both["_treat"].to_numpy(dtype=bool)
+    y = both["correct"].to_numpy(dtype=float)
+    users, question_codes = both["_user"].to_numpy(), both["_question"].to_numpy()
 
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        test = test_proportions_2indep(k_t, n_t, k_c, n_c, method="score")
-        low, high = confint_proportions_2indep(k_t, n_t, k_c, n_c, method="newcomb", alpha=alpha)
-    fixed = FixedHorizonLift(ci=_interval(low, high), p_value=_finite(test.pvalue))
+    est = clustered.difference(y, treat, users, question_codes)
+    fixed = FixedHorizonLift(ci=None, p_value=None, standard_error=None, degrees_of_freedom=None)
+    if est is not None:
+        fixed = FixedHorizonLift(ci=_interval(*est.interval(alpha)), p_value=est.p_value(),
+                                 standard_error=est.standard_error, degrees_of_freedom=est.df)
 
-    both = pd.concat([t.assign(_treat=True), c.assign(_treat=False)]).sort_values("ts", kind="stable")
-    units, _ = pd.factorize(both["user_hash"])
-    path = mixture_sprt_path(both["_treat"].to_numpy(dtype=bool), units,
-                             both["correct"].to_numpy(dtype=bool), alpha=alpha, mixture_sd=mixture_sd,
-                             min_units=min_units)
+    path = mixture_sprt_path(treat, users, y, question=question_codes, alpha=alpha, mixture_sd=mixture_sd,
+                             min_units=min_units, min_questions=min_questions)
     sequential = None
     if path.looks == 0:
-        verdict = f"collecting: needs {min_units} labelled users in each variant"
+        decision = "collecting"
+        verdict = (f"collecting: needs {min_units} labelled users in each variant and {min_questions} "
+                   "distinct questions")
     else:
         ci = _interval(path.ci_low[-1], path.ci_high[-1])
-        sequential = SequentialLift(ci=ci, p_value=float(path.p_value[-1]), looks=path.looks)
+        sequential = SequentialLift(ci=ci, p_value=float(path.p_value[-1]), looks=path.looks,
+                                    history=_history(both["ts"], path))
         if ci is None:
-            verdict = "inconsistent: the interval sequence became empty (check the data for drift)"
+            decision, verdict = "collecting", "inconsistent: the interval sequence became empty (check the data for drift)"
         elif ci.low > 0:
-            verdict = "better than control"
+            decision, verdict = "better", "better than control"
         elif ci.high < 0:
-            verdict = "worse than control"
+            decision, verdict = "worse", "worse than control"
         else:
-            verdict = "no detectable difference yet"
-    return Lift(control=control, difference=diff, relative=diff / p_c if p_c > 0 else None,
-                sequential=sequential, fixed_horizon=fixed, verdict=verdict)
+            decision, verdict = "no_difference", "no detectable difference yet"
+    return Lift(control=control, difference=diff, relative=diff / p_c if p_c > 0 else None, questions=questions,
+                sequential=sequential, fixed_horizon=fixed, decision=decision, verdict=verdict)
+
+
+def guardrail_checks(rows: pd.DataFrame, control_rows: pd.DataFrame, thresholds: GuardrailThresholds,
+                     alpha: float) -> list[GuardrailCheck]:
+    """Each guardrail of the variant against the control: the change, its always-valid interval (the
+    mixture boundary at this look, as safe to read repeatedly as the lift), the threshold and whether it
+    is breached (interval above 0 and change beyond the threshold)."""
+    from serving.sequential import df_inflation, mixture_half_width
+
+    both = pd.concat([rows.assign(_treat=True), control_rows.assign(_treat=False)])
+    treat = both["_treat"].to_numpy(dtype=bool)
+    users, questions = both["_user"].to_numpy(), both["_question"].to_numpy()
+    out = []
+
+    def check(metric: str, control_value: float | None, value: float | None, est: clustered.Estimate | None,
+              tau: float, threshold: float | None, relative: bool) -> None:
+        ci = None
+        change = None if est is None else est.value
+        if est is not None and est.variance > 0:
+            half = float(mixture_half_width(est.variance * df_inflation(est.clusters, alpha), alpha, tau))
+            low, high = est.value - half, est.value + half
+            if relative:
+                change, low, high = float(np.expm1(est.value)), float(np.expm1(low)), float(np.expm1(high))
+            ci = _interval(low, high)
+        elif relative and change is not None:
+            change = float(np.expm1(change))
+        breached = bool(ci is not None and ci.low > 0 and threshold is not None and change > threshold)
+        if est is not None and est.variance == 0 and est.value == 0:
+            status = "none in either variant"
+        elif ci is None:
+            status = "not yet testable"
+        elif breached:
+            status = f"breached: worse than control by more than the threshold {_fmt(threshold, relative)}"
+        elif ci.low > 0:
+            status = ("worse than control, within the threshold" if threshold is not None
+                      else "worse than control (no threshold set)")
+        else:
+            status = "no detectable degradation"
+        out.append(GuardrailCheck(metric=metric, control_value=control_value, value=value, change=change, ci=ci,
+                                  threshold=threshold, breached=breached, status=status))
+
+    lat = both["latency_ms"].to_numpy(dtype=float)
+    p95 = [float(np.percentile(x[np.isfinite(x)], 95)) if np.isfinite(x).any() else None
+           for x in (lat[~treat], lat[treat])]
+    check("latency_p95", p95[0], p95[1], clustered.log_p95_ratio(lat, treat, users, questions),
+          LATENCY_MIXTURE_SD, thresholds.latency_p95_increase, relative=True)
+    outcome = both["outcome"].to_numpy()
+    for name in RATE_METRICS:
+        y = (outcome == name).astype(float)
+        values = [float(y[~treat].mean()) if (~treat).any() else None, float(y[treat].mean()) if treat.any() else None]
+        est = clustered.difference(y, treat, users, questions) if y.any() else None
+        if est is None and not y.any() and treat.any() and (~treat).any():
+            est = clustered.Estimate(0.0, 0.0, 0)  # neither variant had one: no change, nothing to test
+        check(f"{name}_rate", values[0], values[1], est, RATE_MIXTURE_SD,
+              getattr(thresholds, f"{name}_rate_increase"), relative=False)
+    return out
+
+
+def _fmt(threshold: float | None, relative: bool) -> str:
+    if threshold is None:
+        return "—"
+    return f"+{threshold:.0%}" if relative else f"+{threshold * 100:.1f} pt"
+
+
+def _history(ts: pd.Series, path: SequentialPath) -> list[LiftPoint]:
+    """Up to HISTORY_POINTS evenly spaced evaluable looks of the path, always including the last one."""
+    evaluable = np.flatnonzero(path.evaluable)
+    if len(evaluable) == 0:
+        return []
+    picks = np.unique(np.r_[evaluable[np.linspace(0, len(evaluable) - 1, HISTORY_POINTS).astype(int)],
+                            evaluable[-1]])
+    times = ts.to_numpy()
+    return [LiftPoint(ts=pd.Timestamp(times[i]).to_pydatetime(), labelled=int(i) + 1,
+                      difference=float(path.difference[i]), low=_finite(path.ci_low[i]),
+                      high=_finite(path.ci_high[i]))
+            for i in picks]
 
 
 def _finite(x: float) -> float | None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from serving.assignment import assign
+from serving.assignment import assign, split_shares
 from serving.breaker import AnswerCache, CircuitBreaker
 from serving.config import ExperimentConfig, load_experiment
 from serving.databases import Databases
@@ -139,6 +139,7 @@ class Service:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._breakers_lock = threading.Lock()
         self.answers = AnswerCache(settings.serve_answer_cache)
+        self._epochs_seen: set[str] = set()
         per_principal = settings.serve_sql_workers_per_principal or max(1, settings.sandbox_workers // 2)
         self.sql_shares = PrincipalShares(per_principal)
 
@@ -192,6 +193,18 @@ class Service:
         stopped = self.stopped_variant()
         return f"stopped:{stopped}" if stopped else "running"
 
+    def _remember_epoch(self, exp: ExperimentConfig, epoch: str, stopped: str | None) -> None:
+        """Record the split behind ``epoch`` the first time this process assigns under it (the report
+        checks each epoch's users against its own split)."""
+        if epoch in self._epochs_seen:
+            return
+        try:
+            self.store.record_epoch(exp.name, epoch, split_shares(exp.weights, stopped), dict(exp.weights), stopped)
+        except Exception as exc:  # serve anyway: the report then checks this epoch against the configured weights
+            log.warning("could not record split epoch %s of experiment %s: %s", epoch, exp.name, exc)
+            return
+        self._epochs_seen.add(epoch)
+
     # -- one request
 
     def answer(self, question: str, database: str, user_id: str | None, execute: bool,
@@ -207,6 +220,7 @@ class Service:
         if stopped is not None and stopped not in {v.name for v in exp.variants}:
             stopped = None
         choice = assign(exp.salt, exp.weights, user_id, stopped_variant=stopped)
+        self._remember_epoch(exp, choice.epoch, stopped)
         variant = self.variants.get(choice.variant)
         if variant is None:
             raise VariantUnavailable(f"variant {choice.variant!r} is not loaded ({self.variants.last_error}); "
@@ -242,7 +256,7 @@ class Service:
             query_id=str(uuid.uuid4()), ts=datetime.now(UTC),
             user_hash=user_hash(key, user_id) if user_id else None,
             user_id=user_id if (user_id and self.settings.serve_store_raw_user_id) else None,
-            random_assignment=choice.random_assignment, experiment=exp.name, variant=variant.name,
+            random_assignment=choice.random_assignment, epoch=choice.epoch, experiment=exp.name, variant=variant.name,
             prompt_version=variant.prompt_version, model_version=variant.model_version, model=variant.model,
             database=database, question=json_safe_text(question), sql=None if sql is None else json_safe_text(sql),
             outcome=outcome, detail=json_safe_text(detail) if detail else None,

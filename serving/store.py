@@ -18,6 +18,10 @@ owned by the Alembic migrations in ``serving/migrations`` (:func:`migrate`). Tab
 - ``service_control``: a counter ``/admin/reload`` bumps so every process reloads (:mod:`serving.reload`).
 - ``experiment_status``: an experiment stopped on one variant; every process and replica reads it, so
   stopping needs no restart.
+- ``experiment_epochs``: each split an experiment has served under (``queries.epoch`` is its id, see
+  :func:`serving.assignment.split_epoch`): the share of users per variant, the weights as configured,
+  the stopped variant, and when a server first assigned under it. The report checks each epoch's users
+  against that epoch's split.
 
 Concurrent writers lose nothing: on SQLite each write transaction starts with ``BEGIN IMMEDIATE`` under a
 30 s busy timeout (a deferred transaction that reads first can deadlock on the lock upgrade); on PostgreSQL
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import sys
 import threading
 from dataclasses import dataclass
@@ -64,6 +69,7 @@ queries = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("rows_returned", sa.Integer, nullable=True),
     sa.Column("principal", sa.String(300), nullable=True, index=True),
+    sa.Column("epoch", sa.String(16), nullable=True),  # the split the assignment was made under
 )
 
 # Where the effective label came from: the query's owner, a reviewer, or a label recorded before labels
@@ -98,6 +104,16 @@ service_control = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("generation", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+experiment_epochs = sa.Table(
+    "experiment_epochs", metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("epoch", sa.String(16), primary_key=True),
+    sa.Column("shares", sa.Text, nullable=False),   # JSON {variant: share of users}
+    sa.Column("weights", sa.Text, nullable=False),  # JSON {variant: weight as configured}
+    sa.Column("stopped_variant", sa.String(64), nullable=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 experiment_status = sa.Table(
@@ -145,6 +161,7 @@ class QueryRecord:
     latency_ms: float
     rows_returned: int | None
     principal: str | None = None
+    epoch: str | None = None  # serving.assignment.split_epoch of the split the variant was assigned under
 
 
 def user_hash(key: str, user_id: str) -> str:
@@ -390,6 +407,32 @@ class Store:
                 continue
         raise RuntimeError(f"could not advance {name!r}")
 
+    # -- epochs of an experiment's split
+
+    def record_epoch(self, experiment: str, epoch: str, shares: dict[str, float], weights: dict[str, float],
+                     stopped_variant: str | None) -> None:
+        """Remember the split behind ``epoch`` (idempotent: the first server to assign under it records it)."""
+        row = {"experiment": experiment, "epoch": epoch, "shares": json.dumps(shares), "weights": json.dumps(weights),
+               "stopped_variant": stopped_variant, "recorded_at": datetime.now(UTC)}
+        try:
+            with self.engine.begin() as conn:
+                known = conn.execute(sa.select(experiment_epochs.c.epoch).where(
+                    (experiment_epochs.c.experiment == experiment) & (experiment_epochs.c.epoch == epoch))).first()
+                if known is None:
+                    conn.execute(experiment_epochs.insert(), [row])
+        except sa.exc.IntegrityError:  # another process recorded it first: the same split, nothing to do
+            pass
+
+    def epochs(self, experiment: str) -> list[dict[str, Any]]:
+        """The recorded splits of ``experiment``, oldest first: epoch, shares, weights, stopped_variant,
+        recorded_at."""
+        stmt = (sa.select(experiment_epochs).where(experiment_epochs.c.experiment == experiment)
+                .order_by(experiment_epochs.c.recorded_at))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [{"epoch": r["epoch"], "shares": json.loads(r["shares"]), "weights": json.loads(r["weights"]),
+                 "stopped_variant": r["stopped_variant"], "recorded_at": _utc(r["recorded_at"])} for r in rows]
+
     # -- reading for reports and exports
 
     def records_frame(self, experiment: str) -> Any:
@@ -398,19 +441,22 @@ class Store:
         ``correct`` is each query's **effective** label (nullable boolean): a reviewer's when one labelled
         it (the latest review), else the owner's. ``label_source`` (object: ``"owner"``, ``"reviewer"``,
         ``"unverified"`` — given before labels were tied to their owner — or ``None`` when unlabelled)
-        says which, so the report can show what its accuracy rests on.
+        says which, so the report can show what its accuracy rests on. ``epoch`` is the split each request
+        was assigned under (``None`` for requests recorded before epochs were kept); ``question`` the text
+        asked, which the report normalizes to cluster requests by question.
         """
         import pandas as pd
 
         stmt = (sa.select(queries.c.query_id, queries.c.ts, queries.c.variant, queries.c.user_hash,
                           queries.c.random_assignment, queries.c.outcome, queries.c.latency_ms,
-                          queries.c.rows_returned, feedback.c.correct, feedback.c.source)
+                          queries.c.rows_returned, feedback.c.correct, feedback.c.source, queries.c.epoch,
+                          queries.c.question)
                 .select_from(queries.outerjoin(feedback, feedback.c.query_id == queries.c.query_id))
                 .where(queries.c.experiment == experiment).order_by(queries.c.ts))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         cols = ["query_id", "ts", "variant", "user_hash", "random_assignment", "outcome", "latency_ms",
-                "rows_returned", "correct", "label_source"]
+                "rows_returned", "correct", "label_source", "epoch", "question"]
         df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
         df["query_id"] = df["query_id"].astype(object)
         df["ts"] = pd.to_datetime([_utc(t) for t in df["ts"]], utc=True).astype("datetime64[ns, UTC]")
@@ -422,6 +468,8 @@ class Store:
         df["rows_returned"] = pd.array(df["rows_returned"].tolist(), dtype="Int64")
         df["correct"] = pd.array([None if pd.isna(v) else bool(v) for v in df["correct"]], dtype="boolean")
         df["label_source"] = df["label_source"].astype(object).where(df["correct"].notna(), None)
+        df["epoch"] = df["epoch"].astype(object).where(df["epoch"].notna(), None)  # None: before epochs were kept
+        df["question"] = df["question"].astype(object)
         return df
 
     def labelled_corrections(self) -> list[dict[str, Any]]:

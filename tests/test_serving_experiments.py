@@ -125,3 +125,31 @@ def test_report_endpoints_read_the_store(client: TestClient) -> None:
     assert "challenger" in page.text and "<svg" in page.text
     assert client.get("/v1/experiments/nope/report").status_code == 404
     assert client.get("/experiments/nope").json()["error"]["type"] == "not_found"
+
+
+def test_weight_changes_and_a_stop_are_epochs_of_the_report(client: TestClient, tmp_path: Path) -> None:
+    def ask(users: list[str]) -> dict[str, str]:
+        return {u: client.post("/v1/sql", json={"question": "How many customers are there?", "database": "shop",
+                                                "user_id": u}).json()["variant"] for u in users}
+
+    early = [f"e{i}" for i in range(40)]
+    before = ask(early)
+    write_experiment(tmp_path / "ab.yaml", weights=(60, 40))
+    assert client.post("/admin/reload").json()["errors"] == []
+    after = ask(early + [f"n{i}" for i in range(40)])
+    assert client.post("/admin/experiments/ab/stop", json={"variant": "champion"}).status_code == 200
+    ask(["late"])
+    report = client.get("/v1/experiments/ab/report").json()
+    epochs = report["epochs"]
+    assert [e["shares"] for e in epochs] == [{"champion": 0.5, "challenger": 0.5}, {"champion": 0.6, "challenger": 0.4},
+                                             {"champion": 1.0, "challenger": 0.0}]
+    assert [e["requests"] for e in epochs] == [40, 80, 1] and epochs[2]["stopped_variant"] == "champion"
+    assert all(e["split_recorded"] and e["recorded_at"] for e in epochs)
+    assert len({e["epoch"] for e in epochs}) == 3 and not report["srm"]["flagged"]
+    assert sum(v["users"] for v in report["variants"]) == 80          # each person once; "late" came while stopped
+    moved = sum(before[u] != after[u] for u in early)
+    assert all(before[u] == "challenger" for u in early if before[u] != after[u])
+    if moved:
+        assert any(n.startswith(f"{moved} user(s) were served by another variant") for n in report["notes"])
+    page = client.get("/experiments/ab").text
+    assert page.count("<tr data-epoch=") == 3 and "stopped on champion" in page

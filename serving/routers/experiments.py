@@ -7,13 +7,12 @@ admin role.
 
 from __future__ import annotations
 
-from typing import Any
-
 from anyio import to_thread
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse
 
 from serving.deps import LimiterDep, ServiceDep, require_admin
+from serving.experiment_report import ExperimentReport
 from serving.schemas import AUTH_RESPONSES, ErrorPublic, ExperimentPublic
 from serving.service import Service
 
@@ -26,8 +25,9 @@ def _experiment_or_404(service: Service, name: str) -> None:
                                  f"{service.experiment.name!r}")
 
 
-def build(service: Service, name: str) -> Any:
-    """The report object for the running experiment ``name``."""
+def build(service: Service, name: str) -> ExperimentReport:
+    """The report object for the running experiment ``name``: its records, the splits of its epochs and the
+    guardrail thresholds of its experiment file."""
     from serving import experiment_report as er
 
     exp = service.experiment
@@ -40,8 +40,10 @@ def build(service: Service, name: str) -> Any:
                                          prompt_version=loaded.prompt_version if loaded else None))
         offline[v.name] = loaded.offline_accuracy if loaded else None
     records = service.store.records_frame(name)
+    epochs = [er.EpochSplit(epoch=e["epoch"], shares=e["shares"], stopped_variant=e["stopped_variant"],
+                            recorded_at=e["recorded_at"]) for e in service.store.epochs(name)]
     return er.build_report(name, variants, exp.control or exp.variants[0].name, records, offline,
-                           status=service.status_label())
+                           status=service.status_label(), epochs=epochs, guardrails=exp.guardrails)
 
 
 @router.get("/v1/experiments/{name}", response_model=ExperimentPublic, responses={404: {"model": ErrorPublic}})
@@ -61,13 +63,13 @@ async def get_experiment(name: str, service: ServiceDep) -> ExperimentPublic:
                             variants=variants)
 
 
-@router.get("/v1/experiments/{name}/report", responses={404: {"model": ErrorPublic}})
-async def get_report(name: str, service: ServiceDep, limiter: LimiterDep) -> dict[str, Any]:
-    """Per-variant users, requests, label coverage, online accuracy, lift vs control, SRM check and
-    guardrails (see the README's "Reading the experiment report")."""
+@router.get("/v1/experiments/{name}/report", response_model=ExperimentReport,
+            responses={404: {"model": ErrorPublic}})
+async def get_report(name: str, service: ServiceDep, limiter: LimiterDep) -> ExperimentReport:
+    """Per-variant users, requests, label coverage, distinct questions, online accuracy, lift vs control,
+    trust checks per epoch and guardrails (see the README's "Reading the experiment report")."""
     _experiment_or_404(service, name)
-    report = await to_thread.run_sync(build, service, name, limiter=limiter)
-    return report.model_dump(mode="json")
+    return await to_thread.run_sync(build, service, name, limiter=limiter)
 
 
 @router.get("/experiments/{name}", response_model=None, responses={
