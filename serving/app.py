@@ -123,9 +123,12 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     from serving.auth import AuthUnavailable, Forbidden, Unauthenticated
+    from serving.conversations import SessionFull, UnknownSession
+    from serving.oauth import SignInFailed
     from serving.ratelimit import LimiterUnavailable, RateLimited
     from serving.service import StoreUnavailable, UnknownDatabase, VariantUnavailable
     from serving.store import LabelExists, UnknownQuery
+    from serving.web_state import StateUnavailable
     from t2s.errors import Text2SQLError
 
     mapping: list[tuple[type[Exception], int, str]] = [
@@ -134,6 +137,8 @@ def install_error_handlers(app: FastAPI) -> None:
         (Unauthenticated, 401, "unauthorized"), (Forbidden, 403, "forbidden"),
         (AuthUnavailable, 503, "auth_unavailable"), (RateLimited, 429, "rate_limited"),
         (LimiterUnavailable, 503, "rate_limit_unavailable"), (StoreUnavailable, 503, "store_unavailable"),
+        (UnknownSession, 404, "unknown_session"), (SessionFull, 409, "session_full"),
+        (StateUnavailable, 503, "session_unavailable"), (SignInFailed, 400, "sign_in_failed"),
     ]
 
     def _headers(exc: Exception) -> dict[str, str] | None:
@@ -141,7 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return {"WWW-Authenticate": 'Bearer realm="t2s"'}
         if isinstance(exc, RateLimited):
             return {"Retry-After": str(exc.retry_after_s)}
-        if isinstance(exc, AuthUnavailable | LimiterUnavailable | StoreUnavailable):
+        if isinstance(exc, AuthUnavailable | LimiterUnavailable | StoreUnavailable | StateUnavailable):
             return {"Retry-After": "5"}
         return None
 
@@ -175,8 +180,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from serving import logs, reload
     from serving.auth import Authenticator, check_exposure
     from serving.metrics import Metrics
+    from serving.oauth import CookieAuth, OAuthConfig
     from serving.ratelimit import RateLimiter
-    from serving.routers import admin, experiments, feedback, health, sql
+    from serving.routers import admin, dry_run, experiments, feedback, health, review, sessions, sql
+    from serving.routers import app as web_app
 
     s = settings or get_settings()
 
@@ -185,6 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         check_exposure(s, s.serve_host)
         logs.configure(s.serve_log_format)
         app.state.auth = Authenticator(s)
+        oauth = OAuthConfig.from_settings(s) if s.serve_web else None  # a bad sign-in setting fails the start
         app.state.rate_limiter = RateLimiter(s)
         app.state.ready_cache = health.ReadyCache(s.serve_ready_cache_s)
         app.state.limiter = anyio.CapacityLimiter(s.serve_threads)
@@ -195,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.metrics.close()
             raise
         app.state.service = service
+        start_web(app, s, service, oauth)
         app.state.reload_seen = await anyio.to_thread.run_sync(service.store.generation, reload.COUNTER)
         follower = asyncio.create_task(reload.follow(app.state, s.serve_reload_poll_s))
         # Everything loaded so far (mlflow, sqlglot, the bundles) lives as long as the process: moved out of
@@ -208,6 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             await anyio.to_thread.run_sync(app.state.metrics.close)
+            if app.state.web_sessions is not None:
+                app.state.web_sessions.close()
             await anyio.to_thread.run_sync(service.close)
 
     app = FastAPI(
@@ -228,12 +239,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "X-API-Key",
                                                                          "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+    app.add_middleware(CookieAuth)  # inside the request log: it sees the request as authenticated
     app.add_middleware(RequestLog, log_content=s.serve_log_content, max_body=s.serve_max_body_bytes)
     # outermost: the client address and scheme behind a trusted proxy (uvicorn's own is off in `t2s serve`)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=s.serve_forwarded_allow_ips)
-    for module in (sql, feedback, experiments, health, admin):
+    for module in (sql, sessions, dry_run, feedback, review, experiments, health, admin):
         app.include_router(module.router)
+    if s.serve_web:
+        app.include_router(web_app.router)
     return app
+
+
+def start_web(app: FastAPI, settings: Settings, service: Any, oauth: Any) -> None:
+    """Conversations' server-side state (Redis or the store) and, with ``oauth`` configured, web sign-in."""
+    from serving.conversations import Conversations
+    from serving.oauth import WebSessions
+    from serving.web_state import open_state
+
+    state = open_state(settings, service.store.engine)
+    app.state.conversations = Conversations(state, settings.serve_session_ttl_s)
+    app.state.web_sessions = (None if oauth is None else
+                              WebSessions(oauth, state, app.state.auth, settings.serve_session_ttl_s))
 
 
 def start_service(settings: Settings) -> Any:

@@ -120,3 +120,88 @@ class ReloadPublic(BaseModel):
     experiment: str
     variants: dict[str, str]
     errors: list[str]
+
+
+# --- the analyst web app's API: conversations, dry runs of caller SQL, the review queue -----------------
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database: str = Field("bank", min_length=1, max_length=64, description="The served database the conversation asks about.")
+
+
+class TurnPublic(BaseModel):
+    question: str
+    sql: str | None
+    query_id: str
+    outcome: Outcome
+
+
+class SessionPublic(BaseModel):
+    session_id: str = Field(description="Only its owner can use it; anyone else gets 404.")
+    database: str
+    turns: list[TurnPublic]
+    expires_at: datetime = Field(description="T2S_SERVE_SESSION_TTL_S after the last question (8 h by default).")
+
+
+class SessionQuestionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=QUESTION_HARD_LIMIT,
+                          description="A question, or a follow-up of the earlier ones (\"only for 2024\").",
+                          examples=["Now only for 2024"])
+    execute: StrictBool = Field(True, description="Run the SQL (read-only) and return rows.")
+    max_rows: int | None = Field(None, ge=1, le=100_000, description="Rows to return (capped by the service).")
+
+
+class SessionAnswerPublic(SqlPublic):
+    session_id: str
+    turn: int = Field(description="1 for the conversation's first question.")
+    context_turns: int = Field(description="Earlier turns given to the model with this question.")
+
+
+class DryRunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database: str = Field("bank", min_length=1, max_length=64)
+    sql: str = Field(min_length=1, max_length=QUESTION_HARD_LIMIT, description="One read-only query in the "
+                                                                              "database's dialect.")
+
+
+class DryRunPublic(BaseModel):
+    outcome: Literal["ok", "empty", "guard_refused", "sql_error", "timeout"]
+    detail: str | None = Field(None, description="Why the SQL was refused or failed.")
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+    truncated: bool | None = Field(None, description="More rows exist than the dry run returns (T2S_SERVE_DRY_RUN_ROWS).")
+    latency_ms: float
+
+
+class LabelPublic(BaseModel):
+    correct: bool
+    source: str = Field(description="owner, reviewer, or unverified (given before labels had owners).")
+
+
+class ReviewItemPublic(BaseModel):
+    query_id: str
+    ts: datetime
+    variant: str
+    prompt_version: str | None
+    model_version: str | None
+    database: str
+    question: str
+    context: list[dict[str, str | None]] = Field(
+        description="The conversation before a follow-up question: earlier questions with their SQL.")
+    sql: str | None
+    outcome: str
+    detail: str | None
+    rows_returned: int | None
+    label: LabelPublic | None = Field(description="The effective label, if any.")
+
+
+class ReviewPublic(BaseModel):
+    experiment: str
+    variant: str | None
+    sample: Literal["recent", "random"]
+    matching: int = Field(description="Queries that match the filter; `items` is a sample of them.")
+    items: list[ReviewItemPublic]

@@ -19,11 +19,13 @@ question fails fast (HTTP 503, ``Retry-After``). Both are recorded in the store 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +37,7 @@ from serving.databases import Databases
 from serving.store import QueryRecord, Store, user_hash
 from serving.variants import LoadedVariant, VariantSet
 from t2s import deadline
+from t2s.datasets import Turn
 from t2s.deadline import PrincipalShares, request_budget
 from t2s.engines import QueryResult
 from t2s.errors import (
@@ -208,9 +211,10 @@ class Service:
     # -- one request
 
     def answer(self, question: str, database: str, user_id: str | None, execute: bool,
-               max_rows: int | None, principal: str | None = None) -> Answer:
+               max_rows: int | None, principal: str | None = None, context: Sequence[Turn] = ()) -> Answer:
         """``user_id``: the experiment user (see :func:`serving.auth.experiment_user`); ``principal``: who
-        asked (the query's owner, recorded)."""
+        asked (the query's owner, recorded); ``context``: the earlier turns of the question's conversation
+        (:mod:`serving.routers.sessions`), which the generator is given."""
         start = time.perf_counter()
         pool = self.databases.get(database)
         if pool is None:
@@ -227,12 +231,12 @@ class Service:
                                      "fix the registry or the experiment file, then POST /admin/reload")
         cap = min(max_rows or self.settings.serve_max_rows, self.settings.serve_max_rows)
         breaker = self.breaker(variant)
-        cache_key = (variant.name, database, question, execute)
+        cache_key = (variant.name, database, question, execute, tuple((t.question, t.sql) for t in context))
         cached = circuit_open = False
         if breaker.allow():
             with request_budget(self.settings.serve_request_deadline_s, principal or "", self.sql_shares):
                 outcome, sql, detail, columns, rows, truncated, llm_down, refused = self._run(
-                    variant, pool, question, execute, cap)
+                    variant, pool, question, execute, cap, context)
             if outcome == "llm_error" and not refused:  # unreachable, timed out, or still failing after retries
                 breaker.failure()
             else:
@@ -261,7 +265,8 @@ class Service:
             database=database, question=json_safe_text(question), sql=None if sql is None else json_safe_text(sql),
             outcome=outcome, detail=json_safe_text(detail) if detail else None,
             latency_ms=(time.perf_counter() - start) * 1000.0, rows_returned=None if rows is None else len(rows),
-            principal=principal)
+            principal=principal,
+            context=json.dumps([t.model_dump() for t in context]) if context else None)
         try:
             self.store.record(record)
         except Exception as exc:  # the store is down: the record goes to the log instead of being lost
@@ -271,14 +276,15 @@ class Service:
         return Answer(record, pool.dialect, columns, rows, truncated, llm_down, cached, circuit_open,
                       breaker.retry_after_s() if llm_down else 0)
 
-    def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, cap: int
+    def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, cap: int,
+             context: Sequence[Turn] = ()
              ) -> tuple[str, str | None, str, list[str] | None, list[list[Any]] | None, bool | None, bool, bool]:
         """(outcome, sql, detail, columns, rows, truncated, the endpoint is down, the provider refused this
         request: an llm_error that is the request's fault and not counted by the breaker)."""
         from t2s.guard import guard_select, same_dialect
 
         try:
-            gen = variant.generator.generate(question, pool.schema_target)
+            gen = variant.generator.generate(question, pool.schema_target, context=context)
         except DeadlineExceeded as exc:
             return "timeout", None, str(exc), None, None, None, False, False
         except LLMError as exc:  # unreachable endpoint or rejected credentials

@@ -70,6 +70,7 @@ queries = sa.Table(
     sa.Column("rows_returned", sa.Integer, nullable=True),
     sa.Column("principal", sa.String(300), nullable=True, index=True),
     sa.Column("epoch", sa.String(16), nullable=True),  # the split the assignment was made under
+    sa.Column("context", sa.Text, nullable=True),  # JSON: the conversation before a follow-up question
 )
 
 # Where the effective label came from: the query's owner, a reviewer, or a label recorded before labels
@@ -162,6 +163,7 @@ class QueryRecord:
     rows_returned: int | None
     principal: str | None = None
     epoch: str | None = None  # serving.assignment.split_epoch of the split the variant was assigned under
+    context: str | None = None  # JSON list of the earlier turns ({question, sql}) given with a follow-up
 
 
 def user_hash(key: str, user_id: str) -> str:

@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from t2s.errors import DatasetError
 from t2s.execution import Target, open_target
@@ -34,8 +43,19 @@ MANIFEST = "dataset.yaml"
 QUESTIONS = "questions.jsonl"
 
 
+class Turn(BaseModel):
+    """One earlier turn of a conversation: what was asked and the SQL that answered it (``None`` when that
+    turn produced no SQL). A follow-up question ("only savings accounts") is read against these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str = Field(min_length=1)
+    sql: str | None = None
+
+
 class GoldExample(BaseModel):
-    """One golden question with its reference SQL."""
+    """One golden question with its reference SQL; a follow-up question carries the conversation before it
+    as ``context`` (earlier questions with their reference SQL), which the generator is given."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +67,7 @@ class GoldExample(BaseModel):
     difficulty: Literal["easy", "medium", "hard", "extra"]
     category: str = Field(min_length=1)
     evidence: str | None = None
+    context: tuple[Turn, ...] = ()
     notes: str | None = None
 
     @field_validator("dialect")
@@ -60,6 +81,14 @@ class GoldExample(BaseModel):
             raise ValueError(f"unknown SQL dialect {value!r} (use a sqlglot dialect name such as "
                              "'sqlite', 'tsql', 'postgres', 'duckdb')") from exc
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_context(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A single question is written as before: no ``context: []`` on every line of a questions file."""
+        data = handler(self)
+        if not self.context:
+            data.pop("context", None)
+        return data  # type: ignore[no-any-return]
 
 
 class DatabaseRef(BaseModel):
@@ -132,8 +161,9 @@ class Dataset:
             if self.manifest.engine != "postgres":
                 files.extend(self.database_paths(db_id))
         for path in files:
-            listing.append({"relpath": str(path.relative_to(self.root.resolve()) if path.is_absolute()
-                                           else path.relative_to(self.root)), "md5": file_digest(path)})
+            # relpath, not relative_to: a database may live beside the dataset (``../bank/bank.sqlite``)
+            listing.append({"relpath": os.path.relpath(path, self.root.resolve() if path.is_absolute() else self.root),
+                            "md5": file_digest(path)})
         blob = json.dumps(sorted(listing, key=lambda d: d["relpath"]), sort_keys=True).encode()
         return hashlib.md5(blob).hexdigest()
 

@@ -14,10 +14,11 @@ on the question's own target through a result cache, and :attr:`Generation.trace
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from t2s.datasets import GoldExample
+from t2s.datasets import GoldExample, Turn
 from t2s.errors import LLMAuthError, LLMError, LLMRefused, LLMUnavailable, SqlError, SqlTimeout
 from t2s.execution import Target
 from t2s.guard import checked_for
@@ -70,6 +71,14 @@ class Generation:
 
 def format_examples(examples: list[GoldExample]) -> str:
     return "\n\n".join(f"Question: {ex.question}\nSQL: {ex.gold_sql.strip().rstrip(';')}" for ex in examples)
+
+
+def format_conversation(context: Sequence[Turn]) -> str:
+    """The ``{{conversation}}`` value: earlier turns, oldest first, as question/SQL pairs."""
+    if not context:
+        return "(none)"
+    return "\n\n".join(f"Question: {t.question.strip()}\nSQL: {(t.sql or '(no SQL was produced)').strip().rstrip(';')}"
+                        for t in context)
 
 
 @dataclass
@@ -126,13 +135,19 @@ class SqlGenerator:
         by_id = {ex.id: ex for ex in self.pool}
         return [by_id[k] for k in top]
 
-    def messages(self, question: str, target: Target, evidence: str | None = None) -> list[dict[str, str]]:
+    def messages(self, question: str, target: Target, evidence: str | None = None,
+                 context: Sequence[Turn] = ()) -> list[dict[str, str]]:
+        """The rendered prompt. ``context``: the conversation before a follow-up question; schema narrowing
+        and example retrieval then read the earlier questions too ("only savings accounts" alone names
+        no table), and versions declaring ``{{conversation}}`` show the turns to the model."""
+        topic = " ".join([*(t.question for t in context), question]) if context else question
         values = {
             "question": question.strip(),
-            "schema": build_schema_context(target, self.spec.schema_context, question),
+            "schema": build_schema_context(target, self.spec.schema_context, topic),
             "dialect": DIALECT_NAMES.get(self.spec.dialect, self.spec.dialect),
-            "examples": format_examples(self.few_shot(question, target)),
+            "examples": format_examples(self.few_shot(topic, target)),
             "evidence": (evidence or "").strip(),
+            "conversation": format_conversation(context),
         }
         return self.spec.render(values)
 
@@ -197,8 +212,10 @@ class SqlGenerator:
         return call
 
     def generate(self, question: str, target: Target, *, evidence: str | None = None,
-                 question_id: str | None = None) -> Generation:
-        messages = self.messages(question, target, evidence)
+                 question_id: str | None = None, context: Sequence[Turn] = ()) -> Generation:
+        """SQL for ``question`` on ``target``; ``context`` holds the earlier turns when it is a follow-up
+        (evaluation passes a golden item's ``context``, serving a session's turns)."""
+        messages = self.messages(question, target, evidence, context)
         base = {"question": question, "prompt": self.spec.ref, "question_id": question_id}
         if self.spec.strategy.kind == "single":
             c = self._call(messages, self._params(), target)

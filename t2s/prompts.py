@@ -28,6 +28,8 @@ KNOWN_VARIABLES: dict[str, str] = {
     "dialect": "the SQL dialect the model must write",
     "examples": "few-shot question/SQL pairs retrieved from the training split",
     "evidence": "external knowledge attached to the question (BIRD-style), or empty",
+    "conversation": "the earlier turns of a follow-up question's conversation (question and SQL each), or "
+                    "'(none)' for a first question",
 }
 PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
 FILE_NAME = re.compile(r"^v(\d+)\.ya?ml$")

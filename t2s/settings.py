@@ -149,6 +149,30 @@ class Settings(BaseSettings):
     serve_max_response_bytes: int = Field(2_000_000, ge=1024, description="Rows stop once their approximate size "
                                                                           "reaches this (response truncated: true).")
 
+    # --- the analyst web app at /app (serving/web/, serving/oauth.py; the README's "The analyst web app").
+    # Sign-in is the Cognito hosted UI (authorization code + PKCE) done by the server; the three
+    # T2S_SERVE_OAUTH_{DOMAIN,CLIENT_ID,REDIRECT_URL} turn it on together, with T2S_SERVE_AUTH=required and
+    # the pool's T2S_SERVE_JWKS_URL/ISSUER (the tokens are checked like any bearer token). Without them the
+    # app runs unauthenticated on loopback (T2S_SERVE_AUTH=none) and refuses sign-in otherwise.
+    serve_web: bool = Field(True, description="Serve the analyst web app at /app.")
+    serve_oauth_domain: str | None = Field(
+        None, description="The user pool's hosted-UI base URL, e.g. https://PREFIX.auth.REGION.amazoncognito.com "
+                          "(the app uses its /oauth2/authorize, /oauth2/token, /oauth2/revoke and /logout).")
+    serve_oauth_client_id: str | None = Field(
+        None, description="The web app's app client id (code grant + PKCE); must be in T2S_SERVE_JWT_CLIENT_IDS.")
+    serve_oauth_client_secret: SecretStr | None = Field(
+        None, description="That app client's secret, only if it has one (sent to the token endpoint with HTTP Basic).")
+    serve_oauth_redirect_url: str | None = Field(
+        None, description="https://HOST/app/callback: where the hosted UI returns; a callback URL of the app client.")
+    serve_oauth_logout_url: str | None = Field(
+        None, description="Where the hosted UI's /logout returns (a sign-out URL of the app client); default https://HOST/app.")
+    serve_oauth_scopes: list[str] = Field(default_factory=lambda: ["openid", "email"],
+                                          description="Scopes the app asks for.")
+    serve_session_ttl_s: float = Field(
+        28_800.0, gt=0, description="Web sessions end this long after sign-in, conversations this long after their "
+                                    "last question (8 h). Kept in Redis when T2S_SERVE_REDIS_URL is set, else the store.")
+    serve_dry_run_rows: int = Field(20, ge=1, le=1000, description="Rows a dry run of caller SQL returns (POST /v1/sql/dry-run).")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

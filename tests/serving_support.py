@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,12 @@ def prompt_file(version: int) -> dict[str, Any]:
                          {"role": "user", "content": "{{schema}}\nQuestion: {{question}}"}]}
 
 
-def build_registry(root: Path, shop_db: Path, fake_url: str, tracking_uri: str | None = None) -> dict[str, Any]:
+def build_registry(root: Path, shop_db: Path, fake_url: str, tracking_uri: str | None = None,
+                   prompt: Callable[[int], dict[str, Any]] = prompt_file) -> dict[str, Any]:
     """Dataset + prompts + two registered bundles with aliases; returns the paths and URIs.
 
-    ``tracking_uri``: register on that store (e.g. a tracking server's URL) instead of a sqlite file.
+    ``tracking_uri``: register on that store (e.g. a tracking server's URL) instead of a sqlite file;
+    ``prompt``: the prompt file of each version (default :func:`prompt_file`).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -89,7 +91,7 @@ def build_registry(root: Path, shop_db: Path, fake_url: str, tracking_uri: str |
     prompts = root / "prompts" / "demo"
     prompts.mkdir(parents=True)
     for v in (1, 2):
-        (prompts / f"v{v}.yaml").write_text(yaml.safe_dump(prompt_file(v), sort_keys=False))
+        (prompts / f"v{v}.yaml").write_text(yaml.safe_dump(prompt(v), sort_keys=False))
     uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
     settings = Settings(mlflow_tracking_uri=uri, prompts_dir=root / "prompts", cache_dir=root / "cache")
     configure_mlflow(settings)

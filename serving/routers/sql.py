@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Request
 from serving.auth import experiment_user
 from serving.deps import GenerateDep, LimiterDep, ServiceDep
 from serving.schemas import AUTH_RESPONSES, ErrorPublic, SqlCreate, SqlPublic
+from serving.service import Answer
+from t2s.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["sql"])
 
@@ -27,15 +29,27 @@ async def create_sql(body: SqlCreate, request: Request, service: ServiceDep, lim
     unless the caller may act for end users (API key ``act_for_users``, or a group in
     ``T2S_SERVE_JWT_ACT_FOR_USERS_GROUPS``). While the model endpoint's circuit is open, an identical
     question answered before comes back with ``cached: true``."""
-    question = body.question.strip()
-    if not question:
-        raise HTTPException(422, "question is blank")
-    if len(question) > service.settings.serve_max_question_chars:
-        raise HTTPException(422, f"question is {len(question)} characters; the limit is "
-                                 f"{service.settings.serve_max_question_chars} (T2S_SERVE_MAX_QUESTION_CHARS)")
+    question = checked_question(body.question, service.settings)
     answer = await to_thread.run_sync(service.answer, question, body.database,
                                       experiment_user(principal, body.user_id), body.execute, body.max_rows,
                                       principal.id, limiter=limiter)
+    return served(answer, request)
+
+
+def checked_question(text: str, settings: Settings) -> str:
+    """The question without surrounding blanks; 422 when blank or over ``T2S_SERVE_MAX_QUESTION_CHARS``."""
+    question = text.strip()
+    if not question:
+        raise HTTPException(422, "question is blank")
+    if len(question) > settings.serve_max_question_chars:
+        raise HTTPException(422, f"question is {len(question)} characters; the limit is "
+                                 f"{settings.serve_max_question_chars} (T2S_SERVE_MAX_QUESTION_CHARS)")
+    return question
+
+
+def served(answer: Answer, request: Request) -> SqlPublic:
+    """The response for a served answer, after its metrics; 503 (``Retry-After``) when the model was down.
+    Shared by ``POST /v1/sql`` and the conversations' questions (:mod:`serving.routers.sessions`)."""
     rec = answer.record
     request.state.record = rec
     request.app.state.metrics.request(
