@@ -25,9 +25,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from serving.logs import REQUEST_LOGGER, request_fields
@@ -113,12 +115,32 @@ class RequestLog:
         return replayed, False
 
 
+class JsonErrorCORS(CORSMiddleware):
+    """CORS whose refused preflight (origin, method or header not allowed) answers in the error shape."""
+
+    def preflight_response(self, request_headers: Any) -> Any:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        return _error(400, "cors_refused", bytes(response.body).decode(), headers=headers)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (asked of the router, included routers too)."""
+    from starlette.routing import Match
+
+    routes = request.app.router.routes
+    return [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+            if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -156,18 +178,32 @@ def install_error_handlers(app: FastAPI) -> None:
             return _error(400, "bad_request", "the body is not valid JSON: " + _validation_message(exc))
         return _error(422, "invalid_request", _validation_message(exc))
 
-    @app.exception_handler(HTTPException)
-    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class, not FastAPI's subclass: the router's own 404 (unknown path) and 405 (wrong method)
+    # answer in the same shape as the handlers' errors.
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names the first route on the path only; name them all
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return _error(exc.status_code, _STATUS_TYPES.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail),
-                      headers=exc.headers)
+                      headers=headers)
+
+    # 503s whose message carries internal detail (a registry URI, a file path, Redis's address): the caller
+    # gets a fixed message, the log gets the detail.
+    public_503 = {VariantUnavailable: "the experiment's variant is not loaded; an admin can see why in "
+                                      "/health/ready, and POST /admin/reload after fixing it",
+                  LimiterUnavailable: "rate-limit storage is unreachable; retry later"}
 
     @app.exception_handler(Text2SQLError)
     async def _domain(_request: Request, exc: Text2SQLError) -> JSONResponse:
         for cls, status, type_ in mapping:
             if isinstance(exc, cls):
-                return _error(status, type_, str(exc), headers=_headers(exc))
+                public = next((m for c, m in public_503.items() if isinstance(exc, c)), None)
+                if public is not None:
+                    log.error("%s: %s", type_, exc)
+                return _error(status, type_, public or str(exc), headers=_headers(exc))
         log.error("unhandled platform error: %s", exc)
-        return _error(500, "server_error", str(exc))
+        return _error(500, "server_error", f"internal error ({type(exc).__name__}); see the service log")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -233,9 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     if s.serve_cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=s.serve_cors_origins, allow_credentials=False,
+        app.add_middleware(JsonErrorCORS, allow_origins=s.serve_cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "X-API-Key",
                                                                          "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
@@ -247,6 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     if s.serve_web:
         app.include_router(web_app.router)
+    runtime_limits_in_openapi(app, s)
     return app
 
 
@@ -260,6 +295,25 @@ def start_web(app: FastAPI, settings: Settings, service: Any, oauth: Any) -> Non
     app.state.conversations = Conversations(state, settings.serve_session_ttl_s)
     app.state.web_sessions = (None if oauth is None else
                               WebSessions(oauth, state, app.state.auth, settings.serve_session_ttl_s))
+
+
+def runtime_limits_in_openapi(app: FastAPI, settings: Settings) -> None:
+    """Make the OpenAPI document state the limits the service enforces: a question's ``maxLength`` is
+    ``T2S_SERVE_MAX_QUESTION_CHARS`` (the request models carry only the hard cap, ``QUESTION_HARD_LIMIT``)."""
+    from serving.schemas import QUESTION_HARD_LIMIT
+
+    build = app.openapi
+    limit = min(settings.serve_max_question_chars, QUESTION_HARD_LIMIT)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for model in build().get("components", {}).get("schemas", {}).values():
+                question = model.get("properties", {}).get("question")
+                if question is not None and question.get("maxLength") == QUESTION_HARD_LIMIT:
+                    question["maxLength"] = limit
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def start_service(settings: Settings) -> Any:

@@ -176,3 +176,106 @@ def test_admin_reload_revokes_a_key_on_every_process(registry: dict[str, Any], t
             p.terminate()
         for p in procs:
             p.wait(timeout=20)
+
+
+def test_every_error_has_one_shape_starlettes_own_included(registry: dict[str, Any], tmp_path: Path) -> None:
+    settings = http_settings(registry, tmp_path, serve_cors_origins=["https://analytics.example.com"])
+    with TestClient(create_app(settings)) as c:
+        cases = {
+            "unknown path": c.get("/v2/nothing/here?token=abc"),
+            "wrong method": c.get("/v1/sql", headers=CALLER),
+            "wrong method, no credentials": c.put("/health"),
+            "body not JSON": c.post("/v1/sql", content=b"{not json", headers={**CALLER, "content-type": "application/json"}),
+            "wrong content type": c.post("/v1/feedback", content=b"query_id=x", headers={
+                **CALLER, "content-type": "application/x-www-form-urlencoded"}),
+            "refused CORS preflight": c.options("/v1/sql", headers={"Origin": "https://evil.example.com",
+                                                                    "Access-Control-Request-Method": "POST"}),
+            "no credentials": c.post("/v1/sql", json={"question": "hi", "database": "shop"}),
+        }
+        for name, r in cases.items():
+            assert r.status_code >= 400, (name, r.status_code)
+            assert r.headers["content-type"] == "application/json", (name, r.headers["content-type"], r.text)
+            body = r.json()
+            assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, (name, body)
+            assert body["error"]["message"] and "detail" not in body, name
+        assert cases["unknown path"].status_code == 404 and cases["unknown path"].json()["error"]["type"] == "not_found"
+        assert "abc" not in cases["unknown path"].text
+        assert cases["wrong method"].status_code == 405 and cases["wrong method"].headers["allow"] == "POST"
+        assert cases["wrong method, no credentials"].headers["allow"] == "GET"
+        assert cases["body not JSON"].status_code == 400
+        assert cases["refused CORS preflight"].status_code == 400
+        assert cases["refused CORS preflight"].json()["error"]["type"] == "cors_refused"
+
+
+def test_the_openapi_document_states_the_runtime_question_limit(registry: dict[str, Any], tmp_path: Path) -> None:
+    with TestClient(create_app(http_settings(registry, tmp_path, serve_max_question_chars=300))) as c:
+        schema = c.get("/openapi.json").json()["components"]["schemas"]
+        assert schema["SqlCreate"]["properties"]["question"]["maxLength"] == 300
+
+        def ask(question: str) -> Any:
+            return c.post("/v1/sql", json={"question": question, "database": "shop", "execute": False}, headers=CALLER)
+
+        assert ask("x" * 300).status_code == 200
+        assert ask("x" * 301).status_code == 422
+        padded = ask(" " * 10 + "x" * 295)  # the schema counts the raw text, and so does the service
+        assert padded.status_code == 422 and "305 characters" in padded.json()["error"]["message"]
+
+
+def test_503s_and_answers_reveal_no_internal_address(fake: Any, registry: dict[str, Any], tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from tests.fakes import Reply
+    from tests.serving_support import answer
+
+    port = fake.url.rsplit(":", 1)[-1].split("/")[0]
+    answers = []
+    with TestClient(create_app(http_settings(registry, tmp_path, llm_timeout_s=0.3))) as c:
+        try:
+            for reply in (Reply(content="SELECT 1", delay=1.0),  # times out: the endpoint is unavailable (503)
+                          Reply(status=500, error="model crashed"),  # fails: outcome llm_error
+                          Reply(status=400, error="maximum context length is 4096 tokens")):  # refuses this request
+                fake.responder = lambda body, reply=reply: reply
+                answers.append(c.post("/v1/sql", json={"question": f"Question {len(answers)}", "database": "shop"},
+                                      headers=CALLER))
+        finally:
+            fake.responder = answer
+        with c.app.state.service.store.engine.connect() as conn:  # type: ignore[attr-defined]
+            details = [d for (d,) in conn.execute(sa.text("SELECT detail FROM queries WHERE outcome = 'llm_error'"))]
+    down, failed, refused = answers
+    assert down.status_code == 503 and down.json()["error"]["type"] == "unavailable", down.text
+    assert failed.status_code == 200 and failed.json()["outcome"] == "llm_error", failed.text
+    assert refused.status_code == 200 and "4096 tokens" in refused.json()["detail"]  # the provider's reason is kept
+    for r in answers:
+        assert "127.0.0.1" not in r.text and port not in r.text and "http://" not in r.text, r.text
+    assert len(details) == 3 and all("127.0.0.1" in d for d in details)  # the store keeps it for the operator
+
+    ghost = tmp_path / "ghost.yaml"  # a variant whose alias does not exist: 503 without the registry's location
+    ghost.write_text("name: ab\nsalt: s\nvariants:\n  - {name: champion, alias: ghost, weight: 1}\n")
+    (tmp_path / "g").mkdir()
+    with TestClient(create_app(http_settings(registry, tmp_path / "g", serve_experiment_file=ghost))) as c:
+        r = c.post("/v1/sql", json={"question": "hi", "database": "shop"}, headers=CALLER)
+    assert r.status_code == 503 and r.json()["error"]["type"] == "variant_unavailable", r.text
+    assert str(tmp_path) not in r.text and "sqlite:" not in r.text and "mlflow" not in r.text.lower()
+
+
+def test_malformed_claims_in_a_validly_signed_token_are_401(registry: dict[str, Any], tmp_path: Path) -> None:
+    from tests.serving_prod_support import CLIENT_ID, ISSUER, JwksServer, public_jwk, rsa_key, token
+
+    key = rsa_key()
+    jwks = JwksServer([public_jwk(key, "k1")])
+    try:
+        settings = http_settings(registry, tmp_path, serve_jwks_url=jwks.url, serve_jwt_issuer=ISSUER,
+                                 serve_jwt_client_ids=[CLIENT_ID])
+        with TestClient(create_app(settings)) as c:
+            bad = {"groups a number": {"cognito:groups": 5}, "groups of objects": {"cognito:groups": [{"a": 1}]},
+                   "groups nested": {"cognito:groups": [["admin"]]}, "client_id a list": {"client_id": [CLIENT_ID]},
+                   "sub a number": {"sub": 123}, "sub an object": {"sub": {"id": "x"}}, "sub empty": {"sub": ""},
+                   "aud an object": {"aud": {"x": 1}}, "token_use a list": {"token_use": ["access"]}}
+            for name, claims in bad.items():
+                r = c.get("/v1/experiments/ab", headers={"Authorization": f"Bearer {token(key, **claims)}"})
+                assert r.status_code == 401, (name, r.status_code, r.text)
+                assert r.json()["error"]["type"] == "unauthorized", name
+            good = token(key, groups=["admin"], aud=[CLIENT_ID, "other"])
+            assert c.get("/v1/experiments/ab", headers={"Authorization": f"Bearer {good}"}).status_code == 200
+    finally:
+        jwks.close()

@@ -1,6 +1,7 @@
 """Property-based API tests: schemathesis generates requests from the app's own OpenAPI document (with a
-valid admin API key) and checks every answer: no server error, status codes and bodies as documented,
-and authentication not ignored. Bounded examples per operation, so it runs in the default suite."""
+valid admin API key), valid and invalid ones, and checks every answer: no server error, status codes and
+bodies as documented, valid data accepted and invalid data refused, authentication not ignored. Bounded
+examples per operation, so it runs in the default suite."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 import schemathesis
+from schemathesis import GenerationMode
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import Unsatisfiable
 
 from serving.app import create_app
 from tests.serving_prod_support import write_api_keys
@@ -41,13 +44,19 @@ def test_api_matches_its_openapi_document(api_schema: Any) -> None:
     tested = []
     for result in api_schema.get_all_operations():
         operation = result.ok()
+        # positive data must be accepted as documented; negative data (over a documented limit, wrong type,
+        # a missing field) must be refused — both with the documented status codes and error shape
+        for mode, examples in ((GenerationMode.POSITIVE, 10), (GenerationMode.NEGATIVE, 5)):
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=10, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-        def check(case: Any) -> None:
-            case.call_and_validate(headers={"X-API-Key": ADMIN_KEY})
+            @given(case=operation.as_strategy(mode))
+            @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+            def check(case: Any) -> None:
+                case.call_and_validate(headers={"X-API-Key": ADMIN_KEY})
 
-        check()
+            try:
+                check()
+            except Unsatisfiable:  # nothing can be invalid about it (no parameters, no body)
+                assert mode is GenerationMode.NEGATIVE, operation.label
         tested.append(operation.label)
     assert {"POST /v1/sql", "POST /v1/feedback", "POST /admin/reload", "GET /health/ready"} <= set(tested)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Request
 
@@ -12,6 +15,14 @@ from serving.service import Answer
 from t2s.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["sql"])
+log = logging.getLogger("t2s.serving")
+# What a response's detail must not show: URLs (a model endpoint), IP addresses, a database server's name.
+_ADDRESS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s)\"']+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|(?<=server at \")[^\"]+")
+
+
+def public_detail(detail: str | None) -> str | None:
+    """``detail`` as a caller may see it: internal addresses replaced (the store keeps the full text)."""
+    return None if detail is None else _ADDRESS.sub("<internal>", detail)
 
 
 @router.post("/sql", response_model=SqlPublic, responses={
@@ -41,8 +52,8 @@ def checked_question(text: str, settings: Settings) -> str:
     question = text.strip()
     if not question:
         raise HTTPException(422, "question is blank")
-    if len(question) > settings.serve_max_question_chars:
-        raise HTTPException(422, f"question is {len(question)} characters; the limit is "
+    if len(text) > settings.serve_max_question_chars:  # the length the OpenAPI document's maxLength counts
+        raise HTTPException(422, f"question is {len(text)} characters; the limit is "
                                  f"{settings.serve_max_question_chars} (T2S_SERVE_MAX_QUESTION_CHARS)")
     return question
 
@@ -56,11 +67,12 @@ def served(answer: Answer, request: Request) -> SqlPublic:
         variant=rec.variant, prompt_version=rec.prompt_version, model_version=rec.model_version,
         outcome=rec.outcome, latency_ms=rec.latency_ms, request_id=request.state.request_id,
         query_id=rec.query_id, cached=answer.cached, circuit_open=answer.circuit_open)
-    if answer.llm_down:
-        raise HTTPException(503, f"the model endpoint failed: {rec.detail} (query {rec.query_id} recorded as "
-                                 "llm_error)", headers={"Retry-After": str(max(1, answer.retry_after_s))})
+    if answer.llm_down:  # the detail (the endpoint's address, the error) is in the store and the log only
+        log.warning("model endpoint down for query %s: %s", rec.query_id, rec.detail)
+        raise HTTPException(503, f"the model endpoint is unavailable (query {rec.query_id} recorded as llm_error)",
+                            headers={"Retry-After": str(max(1, answer.retry_after_s))})
     return SqlPublic(query_id=rec.query_id, outcome=rec.outcome, sql=rec.sql, dialect=answer.dialect,  # type: ignore[arg-type]
-                     detail=rec.detail, columns=answer.columns, rows=answer.rows, truncated=answer.truncated,
+                     detail=public_detail(rec.detail), columns=answer.columns, rows=answer.rows, truncated=answer.truncated,
                      experiment=rec.experiment, variant=rec.variant, prompt_version=rec.prompt_version or "",
                      model_version=rec.model_version or "", latency_ms=round(rec.latency_ms, 2),
                      cached=answer.cached)
