@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,10 @@ class Conn:
 
     headers = ""  # extra header lines ("Name: value\r\n"), e.g. the API key of the production-layers run
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, headers: str | None = None) -> None:
         self.port = port
+        if headers is not None:
+            self.headers = headers
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -127,7 +130,8 @@ class Conn:
 
 
 async def drive(port: int, clients: int, total: int | None, seconds: float | None, questions: list[str],
-                label: bool = False, user_prefix: str = "u") -> dict[str, Any]:
+                label: bool = False, user_prefix: str = "u", headers: str | None = None) -> dict[str, Any]:
+    """``clients`` keep-alive connections posting ``questions`` in turn; ``headers``: extra header lines."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     labels_ok = 0
@@ -136,7 +140,7 @@ async def drive(port: int, clients: int, total: int | None, seconds: float | Non
 
     async def worker(w: int) -> None:
         nonlocal counter, labels_ok
-        conn = Conn(port)
+        conn = Conn(port, headers)
         try:
             while True:
                 if total is not None and counter >= total:
@@ -152,7 +156,7 @@ async def drive(port: int, clients: int, total: int | None, seconds: float | Non
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     code, body = 0, {}
                     conn.close()
-                    conn = Conn(port)
+                    conn = Conn(port, headers)
                 latencies.append(time.perf_counter() - start)
                 statuses[code] = statuses.get(code, 0) + 1
                 if label and code == 200:
@@ -187,10 +191,15 @@ SQL = {"How many branches are there?": "SELECT COUNT(*) FROM branches",
        "How many accounts are closed?": "SELECT COUNT(*) FROM accounts WHERE status = 'closed'"}
 
 
-def model_server() -> int:
+def bank_answer(question: str) -> tuple[float, str]:
+    """(delay, SQL) of the scripted model: questions marked ``#slow`` after 1 s, the others at once."""
+    return (1.0 if "#slow" in question else 0.0), SQL.get(question.split(" #")[0], "SELECT COUNT(*) FROM branches")
+
+
+def model_server(respond: Callable[[str], tuple[float, str]] = bank_answer) -> int:
     """The scripted model in its own process (so it does not share a GIL with the load generator), on
     asyncio: no thread per request, so 100 requests waiting out their second cost the shared cores
-    nothing. Questions marked ``#slow`` are answered after 1 s, the others at once."""
+    nothing. ``respond`` maps the question to (delay, answer)."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:  # HTTP/1.1 keep-alive: one request after another on the connection
@@ -203,9 +212,9 @@ def model_server() -> int:
                 else:
                     body = json.loads(raw)
                     question = body["messages"][-1]["content"].rsplit("Question: ", 1)[-1].strip()
-                    if "#slow" in question:
-                        await asyncio.sleep(1.0)
-                    content = SQL.get(question.split(" #")[0], "SELECT COUNT(*) FROM branches")
+                    delay, content = respond(question)
+                    if delay:
+                        await asyncio.sleep(delay)
                     payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
                                "model": body.get("model", "?"),
                                "choices": [{"index": 0, "finish_reason": "stop",
