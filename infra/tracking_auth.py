@@ -36,12 +36,18 @@ def password_env(user: str) -> str:
     return PASSWORD_ENV.format(user=user.upper())
 
 
+# Each worker caches a successful password check this long: without it every request runs PBKDF2 (about a
+# second on a busy small task). A password changed at a task's start is not affected; one changed while it
+# runs (the admin API) is honoured by the other workers within this time.
+AUTH_CACHE_TTL_S = 60
+
+
 def write_auth_config(path: Path, auth_db_uri: str) -> Path:
     """MLflow's basic-auth configuration: everyone reads, nobody else writes without a grant."""
     path.write_text("[mlflow]\ndefault_permission = READ\n"
                     f"database_uri = {auth_db_uri.replace('%', '%%')}\nadmin_username = admin\n"
-                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
-                    encoding="utf-8")
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                    f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n", encoding="utf-8")
     return path
 
 

@@ -115,6 +115,7 @@ def test_tracking_server_only_admins_and_deploy_move_aliases(postgres_dsn: str, 
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore as AuthStore
     from psycopg.conninfo import conninfo_to_dict
 
     from infra.tracking_auth import prepare
@@ -161,9 +162,16 @@ def test_tracking_server_only_admins_and_deploy_move_aliases(postgres_dsn: str, 
         admin = as_user("admin")
         admin.set_registered_model_alias(REGISTERED_MODEL, "challenger", version.version)
 
-        # rotation: a new secret value is applied at the next start; the old password stops working
-        rotated = {**PASSWORDS, "serving": "serving-password-2"}
-        assert prepare(backend, srv.auth_db_uri, rotated) == ["updated user serving"]
         with pytest.raises(MlflowException, match=r"(?i)401|unauthori"):
-            as_user("serving").get_registered_model(REGISTERED_MODEL)
-        assert as_user("serving", "serving-password-2").get_registered_model(REGISTERED_MODEL).name == REGISTERED_MODEL
+            as_user("serving", "not-the-password").get_registered_model(REGISTERED_MODEL)
+
+    # rotation: a new secret value is applied when a task starts; the old password no longer authenticates
+    rotated = {**PASSWORDS, "serving": "serving-password-2"}
+    assert prepare(backend, srv.auth_db_uri, rotated) == ["updated user serving"]
+    assert prepare(backend, srv.auth_db_uri, rotated) == []  # the next task to start changes nothing
+    store = AuthStore()
+    store.init_db(srv.auth_db_uri)
+    assert not store.authenticate_user("serving", PASSWORDS["serving"], use_primary=True)
+    assert store.authenticate_user("serving", "serving-password-2", use_primary=True)
+    assert sorted(u.username for u in store.list_users() if u.is_admin) == ["admin", "deploy"]
+    store.engine.dispose()

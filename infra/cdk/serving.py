@@ -97,8 +97,8 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
         vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC), drop_invalid_header_fields=True,
         deletion_protection=cfg.deletion_protection)
     public = f"https://{cfg.public_host or alb.load_balancer_dns_name}"
-    clients = add_app_clients(stack, cfg, identity, callback_urls=cfg.app_callback_urls or [f"{public}/app/callback"],
-                              logout_urls=[f"{public}/app/"])
+    callbacks, logout = cfg.app_callback_urls or [f"{public}/app/callback"], f"{public}/app"
+    clients = add_app_clients(stack, cfg, identity, callback_urls=callbacks, logout_urls=[logout])
 
     # --- API task definition ---
     db = data.database
@@ -111,7 +111,10 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
             "T2S_SERVE_JWKS_URL": f"{identity.issuer}/.well-known/jwks.json",
             "T2S_SERVE_JWT_CLIENT_IDS": json.dumps(client_ids),
             "T2S_SERVE_JWT_ADMIN_GROUPS": json.dumps([g for g in GROUPS if g == "admin"]),
-            "T2S_SERVE_JWT_REVIEWER_GROUPS": json.dumps([g for g in GROUPS if g == "reviewer"])}
+            "T2S_SERVE_JWT_REVIEWER_GROUPS": json.dumps([g for g in GROUPS if g == "reviewer"]),
+            # the analyst web app's sign-in (serving/oauth.py): hosted UI, the web client, its URLs
+            "T2S_SERVE_OAUTH_DOMAIN": identity.domain.base_url(), "T2S_SERVE_OAUTH_CLIENT_ID": client_ids[1],
+            "T2S_SERVE_OAUTH_REDIRECT_URL": callbacks[0], "T2S_SERVE_OAUTH_LOGOUT_URL": logout}
     container = task.add_container(
         "api", image=image, essential=True, readonly_root_filesystem=True,
         environment={
