@@ -261,14 +261,15 @@ def _lift_charts(report: ExperimentReport) -> str:
 
 def _lift_chart(v: VariantReport, alpha: float) -> str:
     seq = v.lift.sequential if v.lift is not None else None
-    points = [p for p in (seq.history if seq is not None else []) if p.low is not None and p.high is not None]
-    if v.lift is None or len(points) < 2:
+    points = [(p.labelled, p.difference, p.low, p.high) for p in (seq.history if seq is not None else [])
+              if p.low is not None and p.high is not None]
+    if v.lift is None or seq is None or len(points) < 2:
         return ""
     width, height, left, right, top, bottom = 670, 220, 60, 650, 14, 180
     # scaled to the band after its first tenth, when it has settled; earlier, wider looks run off the edge
     settled = points[len(points) // 10:]
-    span = min(1.0, max(0.02, *(max(abs(p.low), abs(p.high), abs(p.difference)) for p in settled)))  # type: ignore[arg-type]
-    first, last = points[0].labelled, points[-1].labelled
+    span = min(1.0, max(0.02, *(max(abs(d), abs(lo), abs(hi)) for _, d, lo, hi in settled)))
+    first, last = points[0][0], points[-1][0]
 
     def x(n: int) -> float:
         return left + (right - left) * (n - first) / max(1, last - first)
@@ -276,9 +277,9 @@ def _lift_chart(v: VariantReport, alpha: float) -> str:
     def y(d: float) -> float:
         return top + (bottom - top) * (span - max(-span, min(span, d))) / (2 * span)
 
-    band = " ".join(f"{x(p.labelled):.1f},{y(p.high):.1f}" for p in points) + " " + " ".join(  # type: ignore[arg-type]
-        f"{x(p.labelled):.1f},{y(p.low):.1f}" for p in reversed(points))  # type: ignore[arg-type]
-    line = " ".join(f"{x(p.labelled):.1f},{y(p.difference):.1f}" for p in points)
+    band = " ".join(f"{x(n):.1f},{y(hi):.1f}" for n, _, _, hi in points) + " " + " ".join(
+        f"{x(n):.1f},{y(lo):.1f}" for n, _, lo, _ in reversed(points))
+    line = " ".join(f"{x(n):.1f},{y(d):.1f}" for n, d, _, _ in points)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" data-variant="{escape(v.name)}" class="lift-chart" '
            f'aria-label="cumulative lift of {escape(v.name)} over time">',
@@ -288,9 +289,9 @@ def _lift_chart(v: VariantReport, alpha: float) -> str:
     for tick in (-span, -span / 2, span / 2, span):
         out.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick * 100:+.0f} pp</text>')
     out.append(f'<text x="{left - 6}" y="{y(0) + 4:.1f}" text-anchor="end">0</text>'
-               f'<text x="{left}" y="{bottom + 18}">{first} labelled · {_t(_when(points[0].ts))}</text>'
+               f'<text x="{left}" y="{bottom + 18}">{first} labelled · {_t(_when(seq.history[0].ts))}</text>'
                f'<text x="{right}" y="{bottom + 18}" text-anchor="end">{last} labelled · '
-               f"{_t(_when(points[-1].ts))}</text>"
+               f"{_t(_when(seq.history[-1].ts))}</text>"
                f'<text x="{left}" y="{bottom + 36}">{escape(v.name)} − {escape(v.lift.control)}: cumulative '
                f"lift (line) and its always-valid {1 - alpha:.0%} interval (band)</text></svg>")
     return "".join(out)

@@ -109,6 +109,9 @@ def resolve_epochs(assigned: pd.DataFrame, variants: list[VariantWeight], epochs
             continue
         if epoch:
             unknown.append(epoch)
+        elif epochs:
+            notes.append("requests recorded before epochs were kept carry none: they are checked against the "
+                         "configured weights, which raises a false alarm if the weights changed since")
         skip = None
         if stopped is not None:
             skip = (f"the experiment is stopped: new users all go to {stopped!r}, and these requests carry no "

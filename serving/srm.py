@@ -24,7 +24,8 @@ With more than one variant besides the control, the per-variant p-values are Bon
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from serving import clustered
 from serving.experiment_report import SRM_MIN_EXPECTED, SRM_THRESHOLD, EpochReport, SrmCheck, SrmTest
@@ -85,16 +86,14 @@ _WHAT = {"users": "users per variant do not match the split",
          "label_coverage": "label coverage differs between variants"}
 
 
-def _not_applicable(check: str, observed: dict[str, float], note: str) -> SrmTest:
-    return SrmTest(check=check, applicable=False, observed=observed, expected=None,  # type: ignore[arg-type]
-                   statistic=None, p_value=None, flagged=False, note=note)
-
-
-def _why_not(split: Split, names: list[str]) -> str | None:
+def _why_not(split: Split, names: list[str], users: dict[str, int] | None = None) -> str | None:
+    """Why a check cannot run in this epoch (None: it can); ``users`` per variant for the comparisons."""
     if len(names) < 2:
         return "one variant only: there is no split to check"
     if split.stopped_variant is not None:
         return f"stopped on {split.stopped_variant!r}: one variant serves everyone"
+    if users is not None and min(users.get(n, 0) for n in names) < MIN_USERS_PER_VARIANT:
+        return f"too few users: needs {MIN_USERS_PER_VARIANT} per variant"
     return None
 
 
@@ -121,12 +120,20 @@ def _users(variant_of: pd.Series, split: Split, names: list[str]) -> SrmTest:
                    statistic=float(result.statistic), p_value=p, flagged=flagged, note=note)
 
 
-def _compare(check: str, observed: dict[str, float], p_values: list[float], what: str) -> SrmTest:
-    p = min(1.0, min(p_values) * len(p_values))  # Bonferroni over the variants compared with the control
+def _against_control(check: Literal["requests_per_user", "label_coverage"], observed: dict[str, float],
+                     reason: str | None, names: list[str], control: str,
+                     p_value_of: Callable[[str], float]) -> SrmTest:
+    """Each variant against the control, Bonferroni over the variants compared."""
+    if reason is not None:
+        return SrmTest(check=check, applicable=False, observed=observed, expected=None, statistic=None,
+                       p_value=None, flagged=False, note=reason)
+    p_values = [p_value_of(n) for n in names if n != control]
+    p = min(1.0, min(p_values) * len(p_values))
     flagged = p < SRM_THRESHOLD
+    what = check.replace("_", " ")
     note = f"{what}: {'variants differ' if flagged else 'no difference between variants'} (p = {p:.3g})"
-    return SrmTest(check=check, applicable=True, observed=observed, expected=None,  # type: ignore[arg-type]
-                   statistic=None, p_value=p, flagged=flagged, note=note)
+    return SrmTest(check=check, applicable=True, observed=observed, expected=None, statistic=None, p_value=p,
+                   flagged=flagged, note=note)
 
 
 def _requests_per_user(rows: pd.DataFrame, variant_of: pd.Series, split: Split, control: str,
@@ -137,40 +144,27 @@ def _requests_per_user(rows: pd.DataFrame, variant_of: pd.Series, split: Split, 
     arm = variant_of.to_numpy()
     per_variant = {n: counts[arm == n] for n in names}
     observed = {n: float(c.mean()) if len(c) else 0.0 for n, c in per_variant.items()}
-    reason = _why_not(split, names)
-    if reason is None and min(len(c) for c in per_variant.values()) < MIN_USERS_PER_VARIANT:
-        reason = f"too few users: needs {MIN_USERS_PER_VARIANT} per variant"
-    if reason is not None:
-        return _not_applicable("requests_per_user", observed, reason)
-    p_values = []
-    for n in names:
-        if n == control:
-            continue
+
+    def p_value_of(n: str) -> float:
         a, b = per_variant[n], per_variant[control]
         if a.var() == 0 and b.var() == 0:
-            p_values.append(1.0 if a[0] == b[0] else 0.0)
-        else:
-            p_values.append(float(ttest_ind(a, b, equal_var=False).pvalue))
-    return _compare("requests_per_user", observed, p_values, "requests per user")
+            return 1.0 if a[0] == b[0] else 0.0
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+    reason = _why_not(split, names, {n: len(c) for n, c in per_variant.items()})
+    return _against_control("requests_per_user", observed, reason, names, control, p_value_of)
 
 
 def _label_coverage(rows: pd.DataFrame, split: Split, control: str, names: list[str]) -> SrmTest:
     labelled = rows["correct"].notna().to_numpy(dtype=float)
     variant = rows["variant"].to_numpy()
+    users, questions = rows["_user"].to_numpy(), rows["_question"].to_numpy()
     observed = {n: float(labelled[variant == n].mean()) if (variant == n).any() else 0.0 for n in names}
-    reason = _why_not(split, names)
-    users_per_variant = rows.groupby("variant")["_user"].nunique()
-    if reason is None and min(int(users_per_variant.get(n, 0)) for n in names) < MIN_USERS_PER_VARIANT:
-        reason = f"too few users: needs {MIN_USERS_PER_VARIANT} per variant"
-    if reason is not None:
-        return _not_applicable("label_coverage", observed, reason)
-    p_values = []
-    for n in names:
-        if n == control:
-            continue
+
+    def p_value_of(n: str) -> float:
         keep = (variant == n) | (variant == control)
-        y = labelled[keep]
-        est = clustered.difference(y, variant[keep] == n, rows["_user"].to_numpy()[keep],
-                                   rows["_question"].to_numpy()[keep])
-        p_values.append(1.0 if est is None else est.p_value())  # None: one question or one user only
-    return _compare("label_coverage", observed, p_values, "label coverage")
+        est = clustered.difference(labelled[keep], variant[keep] == n, users[keep], questions[keep])
+        return 1.0 if est is None else est.p_value()  # None: one question or one user only
+
+    reason = _why_not(split, names, rows.groupby("variant")["_user"].nunique().to_dict())
+    return _against_control("label_coverage", observed, reason, names, control, p_value_of)
