@@ -391,6 +391,12 @@ def test_api_task_is_wired_to_the_pool_its_clients_and_its_secrets(env: dict[str
     assert api["DependsOn"] == [{"ContainerName": "db-init", "Condition": "SUCCESS"}]
     assert "TrackingServingPassword" in sec["MLFLOW_TRACKING_PASSWORD"] and e["MLFLOW_TRACKING_USERNAME"] == "serving"
     assert e["MLFLOW_TRACKING_URI"].startswith("https://")
+    # the analyst web app signs in through the pool's hosted UI with the web client, on its callback URL
+    web = next(k for k, p in clients.items() if p["ClientName"].endswith("-web"))
+    assert e["T2S_SERVE_OAUTH_CLIENT_ID"] == {"Ref": web}
+    assert [e["T2S_SERVE_OAUTH_REDIRECT_URL"]] == clients[web]["CallbackURLs"]
+    assert [e["T2S_SERVE_OAUTH_LOGOUT_URL"]] == clients[web]["LogoutURLs"]
+    assert ".auth.eu-west-1.amazoncognito.com" in json.dumps(e["T2S_SERVE_OAUTH_DOMAIN"])
 
 
 def test_web_client_is_authorization_code_with_pkce_on_app_callback(staging: dict[str, Any]) -> None:
@@ -554,3 +560,26 @@ def test_backup_plan_daily_with_cross_region_copy_in_production(env: dict[str, A
     (replication,) = resources(env["network"], "AWS::ECR::ReplicationConfiguration").values()
     (dest,) = replication["Properties"]["ReplicationConfiguration"]["Rules"][0]["Destinations"]
     assert dest["Region"] == "eu-central-1"  # images are there when the DR region must serve
+
+
+def test_deploy_policy_grants_t2s_deploy_exactly_its_calls(env: dict[str, Any]) -> None:
+    """The managed policy for the CI's deploy role: no action wildcards, this environment's names only."""
+    name = env["name"]
+    (policy,) = [v["Properties"] for v in resources(env["serving"], "AWS::IAM::ManagedPolicy").values()
+                 if v["Properties"]["ManagedPolicyName"] == f"t2s-{name}-deploy"]
+    stmts = {st["Sid"]: st for st in policy["PolicyDocument"]["Statement"]}
+    for st in stmts.values():
+        assert "*" not in json.dumps(st["Action"]).replace("ecs:ListTaskDefinitions", ""), st["Sid"]
+        if st["Resource"] == "*":
+            assert st["Sid"] == "TaskDefinitions"
+    services = json.dumps(stmts["Services"]["Resource"])
+    assert f"service/t2s-{name}/t2s-{name}-api" in services and f"service/t2s-{name}/t2s-{name}-tracking" in services
+    assert stmts["PassTaskRoles"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+    assert len(stmts["PassTaskRoles"]["Resource"]) == 6  # task and execution roles of api, tracking, bootstrap
+    assert f"cluster/t2s-{name}" in json.dumps(stmts["BootstrapTask"]["Condition"])
+    assert json.dumps(stmts["ImageAndHistoryParameters"]["Resource"]).endswith(f':parameter/t2s/{name}/*"]]}}')
+    assert "TrackingDeployPassword" in json.dumps(stmts["TrackingDeployUser"]["Resource"])
+    assert json.dumps(stmts["DrillDelete"]["Resource"]).endswith(f':db:t2s-{name}-drill-*"]]}}')
+    from infra.layout import db_instance_id
+
+    assert f":db:{db_instance_id(name)}" in json.dumps(stmts["DrillRead"]["Resource"])

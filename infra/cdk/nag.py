@@ -91,6 +91,7 @@ def acknowledgements(cfg: EnvConfig) -> list[Ack]:
             "Secrets Manager."),
         Ack("serving", "TrackingTask", "AwsSolutions-ECS2",
             "Environment holds non-secret configuration; the database password comes from Secrets Manager."),
+        *_deploy_policy_acks(cfg, bucket),
     ]
     if not cfg.db_multi_az:
         acks.append(Ack("data", "Database", "AwsSolutions-RDS3",
@@ -99,6 +100,38 @@ def acknowledgements(cfg: EnvConfig) -> list[Ack]:
         acks.append(Ack("data", "Database", "AwsSolutions-RDS10",
                         "Staging is disposable; production sets deletion protection."))
     return acks
+
+
+def _deploy_policy_acks(cfg: EnvConfig, bucket: str) -> list[Ack]:
+    """The deploy policy's wildcards: each is a family, prefix or name pattern of this environment, or an API
+    without resource-level permissions."""
+    arn = "arn:<AWS::Partition>:{service}:<AWS::Region>:<AWS::AccountId>:{resource}"
+    env = cfg.name
+    reasons = {
+        "*": "ecs:RegisterTaskDefinition, DescribeTaskDefinition and ListTaskDefinitions have no resource-level "
+             "permissions (the services they are used on are limited in another statement).",
+        arn.format(service="ecs", resource=f"task-definition/t2s-{env}-bootstrap:*"):
+            "Every revision of this environment's bootstrap task family, only on its cluster (ecs:cluster).",
+        arn.format(service="ecs", resource=f"task/t2s-{env}/*"): "Tasks of this environment's cluster only.",
+        arn.format(service="ecs", resource=f"container-instance/t2s-{env}/*"):
+            "ecs:ListTasks is authorised on container instances; this environment's cluster only.",
+        arn.format(service="ssm", resource=f"parameter/t2s/{env}/*"):
+            "The image and deployment-history parameters of this environment (/t2s/<env>/<service>/...).",
+        f"{bucket}/serving/bootstrap/*": "Bundle uploads go to the bootstrap prefix of the artifact bucket only.",
+        arn.format(service="cloudformation", resource=f"stack/T2S-{env}-Data/*"):
+            "The data stack of this environment (its outputs name the artifact bucket); the suffix is its id.",
+        arn.format(service="rds", resource=f"db:t2s-{env}-drill-*"):
+            "Restore drills create and delete only instances named t2s-<env>-drill-<time>.",
+        arn.format(service="rds", resource="snapshot:*"):
+            "Restore drills read the instance's snapshots, whose names AWS chooses (rds:..., awsbackup:...).",
+        arn.format(service="rds", resource="subgrp:*"):
+            "A restore names the source's subnet group, whose name CloudFormation generates.",
+        arn.format(service="rds", resource="og:*"): "A restore uses the engine's default option group.",
+        arn.format(service="rds", resource="pg:*"):
+            "A restore uses the source's parameter group, whose name CloudFormation generates.",
+    }
+    return [Ack("serving", "DeployPolicy", f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+            for resource, reason in reasons.items()]
 
 
 def apply_nag(app: Any, cfg: EnvConfig, stacks: dict[str, Any]) -> None:

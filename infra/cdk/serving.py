@@ -26,7 +26,7 @@ from infra.cdk.identity import GROUPS, add_app_clients
 from infra.cdk.keys import logs_key
 from infra.cdk.observability import build_observability
 from infra.cdk.tracking import add_db_init, build_bootstrap_task, build_tracking, db_environment
-from infra.layout import API_PREFIX, DB_NAME, names
+from infra.layout import API_PREFIX, BOOTSTRAP_PREFIX, DB_NAME, db_instance_id, names
 from t2s.metric_names import NAMESPACE
 
 API_PORT = 8000
@@ -191,15 +191,65 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
     obs = build_observability(stack, cfg, load_balancer=alb, target_group=target_group, service=service)
     for alarm in obs["rollback_alarms"]:
         service.node.add_dependency(alarm)
+    deploy_policy = _deploy_policy(stack, cfg, data, [task, tracking["service"].task_definition, bootstrap])
     cdk.CfnOutput(stack, "ApiUrl", value=public)
     cdk.CfnOutput(stack, "BootstrapTaskFamily", value=n["bootstrap_family"])
+    cdk.CfnOutput(stack, "DeployPolicyArn", value=deploy_policy.managed_policy_arn)
     cdk.CfnOutput(stack, "AlarmTopicArn", value=obs["topic"].topic_arn)
     stack.service = service  # type: ignore[attr-defined]
     stack.observability = obs  # type: ignore[attr-defined]
     stack.tracking = tracking  # type: ignore[attr-defined]
     stack.clients = clients  # type: ignore[attr-defined]
+    stack.deploy_policy = deploy_policy  # type: ignore[attr-defined]
     stack.bootstrap = bootstrap  # type: ignore[attr-defined]
     return stack
+
+
+def _deploy_policy(stack: Any, cfg: EnvConfig, data: Any, task_definitions: list[Any]) -> Any:
+    """What ``t2s deploy`` (deploy, rollback, init, bootstrap, restore-drill) and ``t2s promote`` against the
+    tracking server need, as a managed policy to attach to the CI's deploy role (created outside the stacks:
+    it is trusted through GitHub OIDC)."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_iam as iam
+
+    region, account, partition = cdk.Aws.REGION, cdk.Aws.ACCOUNT_ID, cdk.Aws.PARTITION
+    n = names(cfg.name)
+    cluster = f"arn:{partition}:ecs:{region}:{account}:cluster/{n['cluster']}"
+    services = [f"arn:{partition}:ecs:{region}:{account}:service/{n['cluster']}/{names(cfg.name, s)['service']}"
+                for s in ("api", "tracking")]
+    roles = [r.role_arn for td in task_definitions for r in (td.task_role, td.obtain_execution_role())]
+    db = f"arn:{partition}:rds:{region}:{account}"
+    drill = f"{db}:db:t2s-{cfg.name}-drill-*"
+    return iam.ManagedPolicy(stack, "DeployPolicy", managed_policy_name=f"t2s-{cfg.name}-deploy",
+                             description="t2s deploy / rollback / bootstrap / restore-drill and promotion", statements=[
+        iam.PolicyStatement(sid="Services", actions=["ecs:DescribeServices", "ecs:UpdateService"], resources=services),
+        # RegisterTaskDefinition, DescribeTaskDefinition and ListTaskDefinitions have no resource-level permissions
+        iam.PolicyStatement(sid="TaskDefinitions", resources=["*"], actions=[
+            "ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions"]),
+        iam.PolicyStatement(sid="BootstrapTask", actions=["ecs:RunTask"], conditions={"ArnEquals": {"ecs:cluster": cluster}},
+                            resources=[f"arn:{partition}:ecs:{region}:{account}:task-definition/{n['bootstrap_family']}:*"]),
+        iam.PolicyStatement(sid="BootstrapTaskStatus", actions=["ecs:DescribeTasks", "ecs:ListTasks"],
+                            resources=[f"arn:{partition}:ecs:{region}:{account}:task/{n['cluster']}/*",
+                                       f"arn:{partition}:ecs:{region}:{account}:container-instance/{n['cluster']}/*"]),
+        iam.PolicyStatement(sid="PassTaskRoles", actions=["iam:PassRole"], resources=roles,
+                            conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
+        iam.PolicyStatement(sid="ImageAndHistoryParameters", actions=["ssm:GetParameter", "ssm:PutParameter"],
+                            resources=[f"arn:{partition}:ssm:{region}:{account}:parameter/t2s/{cfg.name}/*"]),
+        iam.PolicyStatement(sid="BootstrapBundle", actions=["s3:PutObject"],
+                            resources=[data.artifacts.arn_for_objects(f"{BOOTSTRAP_PREFIX}/*")]),
+        iam.PolicyStatement(sid="BootstrapBundleKey", actions=["kms:GenerateDataKey"], resources=[data.key.key_arn]),
+        iam.PolicyStatement(sid="DataStackOutputs", actions=["cloudformation:DescribeStacks"],
+                            resources=[f"arn:{partition}:cloudformation:{region}:{account}:stack/T2S-{cfg.name}-Data/*"]),
+        iam.PolicyStatement(sid="TrackingDeployUser", actions=["secretsmanager:GetSecretValue"],
+                            resources=[data.tracking_secrets["deploy"].secret_arn]),
+        iam.PolicyStatement(sid="DrillRead", actions=["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
+                            resources=[f"{db}:db:{db_instance_id(cfg.name)}", drill, f"{db}:snapshot:*"]),
+        iam.PolicyStatement(sid="DrillRestore", actions=["rds:RestoreDBInstanceFromDBSnapshot", "rds:AddTagsToResource"],
+                            resources=[drill, f"{db}:snapshot:*", f"{db}:subgrp:*", f"{db}:og:*", f"{db}:pg:*"]),
+        iam.PolicyStatement(sid="DrillDelete", actions=["rds:DeleteDBInstance"], resources=[drill]),
+        iam.PolicyStatement(sid="DrillKey", actions=["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt"],
+                            resources=[data.key.key_arn]),
+    ])
 
 
 # Request headers that carry credentials: WAF logs them in clear unless redacted (lower case: WAF matches
