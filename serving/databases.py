@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from serving.config import DatabaseSpec, parse_database
+from t2s import deadline
 from t2s.engines import EngineLimits
-from t2s.errors import ConfigError
+from t2s.errors import ConfigError, DeadlineExceeded
 from t2s.execution import Target, open_target
 from t2s.settings import Settings
 
@@ -58,7 +59,8 @@ class DatabasePool:
 
     @contextmanager
     def target(self) -> Iterator[Target]:
-        """Borrow a target (opening one while fewer than ``size`` exist, else waiting for one)."""
+        """Borrow a target (opening one while fewer than ``size`` exist, else waiting for one, within the
+        request's deadline when there is one)."""
         try:
             t = self._idle.get_nowait()
         except queue.Empty:
@@ -66,11 +68,19 @@ class DatabasePool:
                 grow = self._created < self.size
                 if grow:
                     self._created += 1
-            t = self._open() if grow else self._idle.get()
+            t = self._open() if grow else self._wait()
         try:
             yield t
         finally:
             self._idle.put(t)
+
+    def _wait(self) -> Target:
+        budget = deadline.current()
+        try:
+            return self._idle.get(timeout=None if budget is None else max(0.0, budget.remaining()))
+        except queue.Empty:
+            raise DeadlineExceeded(f"every connection to {self.spec.name!r} stayed busy until the request's "
+                                   "deadline") from None
 
     def check(self) -> None:
         """Raise unless a trivial query runs (readiness)."""

@@ -237,7 +237,7 @@ class Service:
             with request_budget(self.settings.serve_request_deadline_s, principal or "", self.sql_shares):
                 outcome, sql, detail, columns, rows, truncated, llm_down, refused = self._run(
                     variant, pool, question, execute, cap, context)
-            if outcome == "llm_error" and not refused:  # unreachable, timed out, or still failing after retries
+            if outcome in ("llm_error", "timeout") and not refused:  # unreachable, too slow, or still failing
                 breaker.failure()
             else:
                 breaker.success()
@@ -279,14 +279,14 @@ class Service:
     def _run(self, variant: LoadedVariant, pool: Any, question: str, execute: bool, cap: int,
              context: Sequence[Turn] = ()
              ) -> tuple[str, str | None, str, list[str] | None, list[list[Any]] | None, bool | None, bool, bool]:
-        """(outcome, sql, detail, columns, rows, truncated, the endpoint is down, the provider refused this
-        request: an llm_error that is the request's fault and not counted by the breaker)."""
+        """(outcome, sql, detail, columns, rows, truncated, the endpoint is down, the breaker does not count this
+        llm_error or timeout: the provider refused this request on its own merits, or the time went to SQL)."""
         from t2s.guard import guard_select, same_dialect
 
         try:
             gen = variant.generator.generate(question, pool.schema_target, context=context)
         except DeadlineExceeded as exc:
-            return "timeout", None, str(exc), None, None, None, False, False
+            return "timeout", None, str(exc), None, None, None, False, not exc.model_slow
         except LLMError as exc:  # unreachable endpoint or rejected credentials
             return "llm_error", None, str(exc), None, None, None, True, False
         except (SqlError, OSError) as exc:  # the schema could not be read: the database is down or gone
@@ -319,7 +319,7 @@ class Service:
             with budget.sql_slot() if budget else contextlib.nullcontext(), pool.target() as target:
                 result = target.execute(sql, timeout_s=self.settings.query_timeout_s, max_rows=cap)
         except (SqlTimeout, DeadlineExceeded) as exc:
-            return "timeout", sql, str(exc), None, None, None, False, False
+            return "timeout", sql, str(exc), None, None, None, False, True
         except SqlRefused as exc:
             return "guard_refused", sql, str(exc), None, None, None, False, False
         except SqlError as exc:

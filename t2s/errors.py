@@ -112,9 +112,14 @@ class DeadlineExceeded(Text2SQLError):
     """A served request used up its deadline (``T2S_SERVE_REQUEST_DEADLINE_S``): outcome ``timeout``.
 
     Not a :class:`SqlError` or :class:`LLMError` on purpose: a strategy must stop, not try its next
-    candidate, and the model endpoint's circuit breaker must not count it."""
+    candidate. ``model_slow``: the time ran out waiting for the model (its circuit breaker counts that as a
+    failure, as it does a model call that times out), not in SQL or before a call could start."""
 
     error_class = "timeout"
+
+    def __init__(self, message: str, *, model_slow: bool = False) -> None:
+        super().__init__(message)
+        self.model_slow = model_slow
 
 
 class GateRefused(Text2SQLError):

@@ -306,7 +306,8 @@ class _Endpoints:
                 if end is None:
                     self._cond.wait()
                 elif end <= time.monotonic():
-                    raise DeadlineExceeded("the request's deadline passed while every model server was busy")
+                    raise DeadlineExceeded("the request's deadline passed while every model server was busy",
+                                           model_slow=True)
                 else:
                     self._cond.wait(end - time.monotonic())
             last = getattr(self._last, "index", None)
@@ -423,7 +424,7 @@ class LLMClient:
         self._openai()
         if not self._semaphore.acquire(timeout=wait_s):
             raise DeadlineExceeded(f"the request's deadline passed while {self.concurrency} model requests were "
-                                   "in flight")
+                                   "in flight", model_slow=True)
         try:
             if self._endpoints is None:
                 index = getattr(self._thread, "shard", None)
@@ -568,7 +569,7 @@ class LLMClient:
             except openai.APIConnectionError as exc:  # includes APITimeoutError
                 if budget is not None and budget.remaining() <= 0:
                     raise DeadlineExceeded(f"the request's deadline ({budget.seconds:g} s) passed while waiting for "
-                                           f"the model ({attempts} attempt(s))") from None
+                                           f"the model ({attempts} attempt(s))", model_slow=True) from None
                 if self._endpoints is not None:
                     self._endpoints.move_on()  # one of several servers is gone or stuck: retry on another
                 if attempts > self.max_retries:
@@ -585,7 +586,7 @@ class LLMClient:
                 break
             if budget is not None and delay >= budget.remaining():
                 raise DeadlineExceeded(f"the request's deadline ({budget.seconds:g} s) leaves no time to retry the "
-                                       f"model after {attempts} failed attempt(s)")
+                                       f"model after {attempts} failed attempt(s)", model_slow=True)
             self._sleep(delay)
         return response, attempts
 

@@ -131,6 +131,33 @@ def test_slow_model_is_cut_at_the_client_timeout(settings: Any, fake: FakeOpenAI
         assert records(c)[-1]["outcome"] == "llm_error"
 
 
+def test_the_request_deadline_ends_a_slow_model_call_and_counts_for_the_circuit(settings: Any, fake: FakeOpenAI
+                                                                                  ) -> None:
+    """A model slower than the request's deadline: the answer is outcome timeout by the deadline (recorded),
+    and the breaker counts it like a model timeout, so a hung endpoint still opens the circuit; a runaway
+    query that uses up the deadline does not count."""
+    fake.responder = lambda body: Reply(content="SELECT 1", delay=3.0)
+    fast = settings.model_copy(update={"serve_request_deadline_s": 1.0, "llm_timeout_s": 30.0, "serve_breaker_reset_s": 30.0,
+                                       "serve_metrics": "none"})
+    with TestClient(create_app(fast)) as c:
+        for _ in range(2):
+            start = time.perf_counter()
+            r = ask(c, f"Slow {uuid.uuid4()}")
+            assert time.perf_counter() - start < 1.0 + 2.0
+            assert r.status_code == 200 and r.json()["outcome"] == "timeout" and "deadline" in r.json()["detail"]
+        assert [v["state"] for v in c.get("/health/ready").json()["circuits"].values()] == ["open"]
+        assert [r["outcome"] for r in records(c)] == ["timeout", "timeout"]
+    fake.responder = hostile_answer
+    with TestClient(create_app(fast.model_copy(update={"query_timeout_s": 30.0}))) as c:
+        for _ in range(3):
+            r = ask(c, f"hostile:runaway join#{uuid.uuid4().hex[:6]}")
+            assert r.json()["outcome"] == "timeout", r.json()
+        assert [v["state"] for v in c.get("/health/ready").json()["circuits"].values()] == ["closed"]
+        from t2s.sandbox import default_sandbox
+
+        assert default_sandbox().in_use == 0  # the runaway queries' workers were released or killed
+
+
 def test_database_down_and_store_down(settings: Any, registry: dict[str, Any], tmp_path: Path,
                                       capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     with TestClient(create_app(settings)) as c:
