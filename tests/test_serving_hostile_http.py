@@ -82,6 +82,8 @@ def responder(watched: Path) -> Any:
             return Reply(content=f"Here is the query:\n```sql\n{legit_queries(words[1])[int(words[2])]}\n```")
         if words[0] == "runaway":
             return Reply(content=f"```sql\n{RUNAWAY}\n```")
+        if words[0] == "bigvalue":
+            return Reply(content="```sql\nSELECT repeat('x', 10000000) AS big\n```")
         if words[0] == "hang":
             return Reply(content="SELECT 1", delay=DEADLINE_S + 3)
         return Reply(content="SELECT count(*) FROM customers")
@@ -281,6 +283,16 @@ def test_legitimate_queries_come_back_with_rows(served: Served, engine: str) -> 
             if body["outcome"] not in ("ok", "empty"):
                 refused.append(f"{sql!r}: {body['outcome']}: {body['detail']}")
     assert len(refused) <= 1, f"{len(refused)} of {len(queries)} legitimate queries refused:\n" + "\n".join(refused)
+
+
+@pytest.mark.parametrize("engine", [_engine_param(e) for e in ("duckdb", "postgres")])
+def test_a_10_mb_value_comes_back_cut_and_flagged(served: Served, engine: str) -> None:
+    _need(served, engine)
+    with httpx.Client(timeout=ALLOWED_S + 10, trust_env=False) as http:
+        code, body, elapsed = served.ask(http, engine, "bigvalue please")
+    assert code == 200 and body["outcome"] == "ok", body
+    assert body["rows"] == [["x" * 10_000]] and body["truncated"] is True  # T2S_SERVE_MAX_CELL_CHARS
+    assert "1 value(s) cut to 10,000 characters" in body["detail"] and elapsed < ALLOWED_S
 
 
 def test_a_model_that_hangs_ends_as_timeout_by_the_deadline(served: Served) -> None:
