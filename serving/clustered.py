@@ -120,24 +120,24 @@ def difference(y: np.ndarray, treatment: np.ndarray, users: np.ndarray, question
     return Estimate(float(params[1]), float(variances[1]), clusters)
 
 
-def proportion_interval(successes: int, n: int, estimate: Estimate | None, alpha: float
+def proportion_interval(successes: int, n: int, estimate: Estimate | None, clusters: int, alpha: float
                         ) -> tuple[float, float]:
     """Wilson's interval at the effective sample size (Korn & Graubard 1998, see the module docstring).
 
-    When every outcome is the same the design effect cannot be estimated; the smaller cluster count stands
-    in for the sample size (each cluster one observation), which keeps the interval honest when a few
-    questions carry all the labels.
+    ``clusters`` is the smaller of the user and question counts. When every outcome is the same, or there
+    are too few clusters for a variance, the design effect cannot be estimated; the cluster count then
+    stands in for the sample size (each cluster one observation), which keeps the interval honest when a
+    few questions carry all the labels (one question: an interval about as wide as one observation's).
     """
     from scipy.stats import norm
     from scipy.stats import t as student
     from statsmodels.stats.proportion import proportion_confint
 
     p = successes / n
-    clusters = estimate.clusters if estimate is not None else n
     if estimate is not None and 0 < p < 1 and estimate.variance > 0:
         n_eff = min(float(n), p * (1 - p) / estimate.variance)
     else:
-        n_eff = float(min(n, clusters))
+        n_eff = float(max(1, min(n, clusters)))
     n_eff *= (norm.ppf(1 - alpha / 2) / student.ppf(1 - alpha / 2, max(clusters - 1, 1))) ** 2
     low, high = proportion_confint(p * n_eff, n_eff, alpha=alpha, method="wilson")
     return float(low), float(high)

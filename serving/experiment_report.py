@@ -3,7 +3,8 @@
 Contract (shared with the serving app): ``build_report(experiment, variants, control, records,
 offline_accuracy, alpha, status, *, epochs, guardrails) -> ExperimentReport`` and
 ``render_html(report) -> str``. ``records`` has one row per served request with the columns in
-``RECORD_COLUMNS`` (what ``Store.records_frame`` returns); ``epochs`` gives the split in force in each epoch
+``RECORD_COLUMNS`` (what ``Store.records_frame`` returns; its optional ``label_source`` is counted per
+variant); ``epochs`` gives the split in force in each epoch
 (``Store.epochs``); an empty frame gives a valid report that says there is no data yet.
 ``ExperimentReport.model_dump(mode="json")`` is the JSON API body.
 
@@ -152,6 +153,8 @@ class Accuracy(_Model):
         description="Wilson interval at 1 - alpha at the two-way (user x question) effective sample size")
     design_effect: float | None = Field(
         description="two-way clustered variance / the variance if every labelled request were independent")
+    labels_by_source: dict[str, int] = Field(
+        description="labelled requests by who gave the effective label: owner, reviewer, unverified")
 
 
 class LiftPoint(_Model):

@@ -114,10 +114,12 @@ def _variants_table(report: ExperimentReport) -> str:
         versions = " / ".join(escape(x) if x else "—" for x in (v.model_version, v.prompt_version))
         ctl = '<span class="ctl">control</span>' if v.is_control else ""
         deff = f" · design effect {a.design_effect:.1f}" if a.design_effect is not None else ""
+        sources = " · ".join(f"{escape(k)} {n}" for k, n in sorted(a.labels_by_source.items()))
+        sources = f'<span class="ci">{sources}</span>' if sources else ""
         rows.append(
             f'<tr data-variant="{escape(v.name)}"><td>{escape(v.name)}{ctl}</td><td>{v.weight:g} ({v.share:.0%})</td>'
             f"<td>{versions}</td><td>{v.users}</td><td>{a.requests}</td>"
-            f"<td>{a.labelled} ({_pct(a.label_coverage)})</td><td>{a.questions}</td>"
+            f"<td>{a.labelled} ({_pct(a.label_coverage)}){sources}</td><td>{a.questions}</td>"
             f'<td>{_pct(a.online_accuracy)}<span class="ci">{_ci_pct(a.online_accuracy_ci)}{deff}</span></td>'
             f"<td>{_pct(v.offline_accuracy)}</td><td>{lift_cell}</td><td>{fixed_cell}</td>"
             f'<td class="{_verdict_class(v)}">{verdict}</td></tr>')

@@ -59,7 +59,8 @@ def normalize_records(records: pd.DataFrame, columns: tuple[str, ...]) -> pd.Dat
     """The contract's columns as a lean working frame sorted by time (stable): ``ts``, ``variant``,
     ``outcome``, ``latency_ms``, ``correct`` (1.0, 0.0 or NaN when unlabelled), ``epoch`` ("" when none
     was recorded), ``anonymous``, ``question_key`` (:func:`serving.questions.normalized_question`) and the
-    integer cluster codes ``_user`` (a request without a user id is its own cluster) and ``_question``."""
+    integer cluster codes ``_user`` (a request without a user id is its own cluster) and ``_question``,
+    and ``label_source`` ("" when the records do not say)."""
     missing = [c for c in columns if c not in records.columns]
     if missing:
         raise ValueError(f"records lack the column(s) {missing}: the store's export must provide {list(columns)}")
@@ -82,6 +83,8 @@ def normalize_records(records: pd.DataFrame, columns: tuple[str, ...]) -> pd.Dat
         "question_key": _objects(question_key),
         "_user": users,
         "_question": clustered.codes(question_key),
+        "label_source": _objects([x if isinstance(x, str) else "" for x in records["label_source"].astype(object)]
+                                 if "label_source" in records.columns else [""] * len(records)),
     })
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
 
@@ -155,14 +158,17 @@ def accuracy(rows: pd.DataFrame, alpha: float) -> Accuracy:
         acc = correct / labelled
         y = labelled_rows["correct"].to_numpy(dtype=float)
         est = clustered.mean(y, labelled_rows["_user"].to_numpy(), labelled_rows["_question"].to_numpy())
-        low, high = clustered.proportion_interval(correct, labelled, est, alpha)
+        clusters = min(labelled_rows["_user"].nunique(), labelled_rows["_question"].nunique())
+        low, high = clustered.proportion_interval(correct, labelled, est, clusters, alpha)
         ci = Interval(low=low, high=high)
         if est is not None and 0 < acc < 1:
             design = est.variance / (acc * (1 - acc) / labelled)
+    sources = labelled_rows["label_source"].value_counts()
     return Accuracy(requests=requests, labelled=labelled, correct=correct,
                     label_coverage=labelled / requests if requests else None,
                     questions=int(labelled_rows["question_key"].nunique()),
-                    online_accuracy=acc, online_accuracy_ci=ci, design_effect=design)
+                    online_accuracy=acc, online_accuracy_ci=ci, design_effect=design,
+                    labels_by_source={str(k): int(n) for k, n in sources.items() if k})
 
 
 def guardrails(rows: pd.DataFrame, outcomes: tuple[str, ...]) -> Guardrails:
