@@ -118,8 +118,9 @@ def _deploy_policy_acks(cfg: EnvConfig, bucket: str) -> list[Ack]:
         arn.format(service="ssm", resource=f"parameter/t2s/{env}/*"):
             "The image and deployment-history parameters of this environment (/t2s/<env>/<service>/...).",
         f"{bucket}/serving/bootstrap/*": "Bundle uploads go to the bootstrap prefix of the artifact bucket only.",
-        arn.format(service="cloudformation", resource=f"stack/T2S-{env}-Data/*"):
-            "The data stack of this environment (its outputs name the artifact bucket); the suffix is its id.",
+        **{arn.format(service="cloudformation", resource=f"stack/T2S-{env}-{kind}/*"):
+           f"The {kind.lower()} stack of this environment (its outputs: the artifact bucket, the API's URL); the "
+           "suffix is the stack id." for kind in ("Data", "Serving")},
         arn.format(service="rds", resource=f"db:t2s-{env}-drill-*"):
             "Restore drills create and delete only instances named t2s-<env>-drill-<time>.",
         arn.format(service="rds", resource="snapshot:*"):

@@ -238,8 +238,8 @@ def _deploy_policy(stack: Any, cfg: EnvConfig, data: Any, task_definitions: list
         iam.PolicyStatement(sid="BootstrapBundle", actions=["s3:PutObject"],
                             resources=[data.artifacts.arn_for_objects(f"{BOOTSTRAP_PREFIX}/*")]),
         iam.PolicyStatement(sid="BootstrapBundleKey", actions=["kms:GenerateDataKey"], resources=[data.key.key_arn]),
-        iam.PolicyStatement(sid="DataStackOutputs", actions=["cloudformation:DescribeStacks"],
-                            resources=[f"arn:{partition}:cloudformation:{region}:{account}:stack/T2S-{cfg.name}-Data/*"]),
+        iam.PolicyStatement(sid="StackOutputs", actions=["cloudformation:DescribeStacks"], resources=[
+            f"arn:{partition}:cloudformation:{region}:{account}:stack/T2S-{cfg.name}-{kind}/*" for kind in ("Data", "Serving")]),
         iam.PolicyStatement(sid="TrackingDeployUser", actions=["secretsmanager:GetSecretValue"],
                             resources=[data.tracking_secrets["deploy"].secret_arn]),
         iam.PolicyStatement(sid="DrillRead", actions=["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
