@@ -51,9 +51,10 @@ def trust_checks(assigned: pd.DataFrame, splits: dict[str, Split], control: str,
         variant_of = per_user.first()
         inconsistent = int((per_user.nunique() > 1).sum())
         label = epoch or "without a recorded epoch"
-        checks = [_users(variant_of, split, names),
-                  _requests_per_user(rows, variant_of, split, control, names),
-                  _label_coverage(rows, split, control, names)]
+        active = [n for n in names if split.shares.get(n, 0.0) > 0]  # variants this split serves
+        checks = [_users(variant_of, split, names, active),
+                  _requests_per_user(rows, variant_of, split, control, active),
+                  _label_coverage(rows, split, control, active)]
         for c in checks:
             if c.flagged:
                 reasons.append(f"{_WHAT[c.check]} (epoch {label}, p = {c.p_value:.2g})")
@@ -86,32 +87,42 @@ _WHAT = {"users": "users per variant do not match the split",
          "label_coverage": "label coverage differs between variants"}
 
 
-def _why_not(split: Split, names: list[str], users: dict[str, int] | None = None) -> str | None:
-    """Why a check cannot run in this epoch (None: it can); ``users`` per variant for the comparisons."""
-    if len(names) < 2:
-        return "one variant only: there is no split to check"
+def _why_not(split: Split, active: list[str], users: dict[str, int] | None = None,
+             control: str | None = None) -> str | None:
+    """Why a check cannot run in this epoch (None: it can). ``active``: the variants the split serves;
+    ``users`` per variant and the ``control`` for the comparisons against it."""
     if split.stopped_variant is not None:
         return f"stopped on {split.stopped_variant!r}: one variant serves everyone"
-    if users is not None and min(users.get(n, 0) for n in names) < MIN_USERS_PER_VARIANT:
+    if len(active) < 2:
+        return "one variant in this split: there is nothing to compare"
+    if control is not None and control not in active:
+        return f"the control {control!r} is not in this split"
+    if users is not None and min(users.get(n, 0) for n in active) < MIN_USERS_PER_VARIANT:
         return f"too few users: needs {MIN_USERS_PER_VARIANT} per variant"
     return None
 
 
-def _users(variant_of: pd.Series, split: Split, names: list[str]) -> SrmTest:
+def _users(variant_of: pd.Series, split: Split, names: list[str], active: list[str]) -> SrmTest:
     from scipy.stats import chisquare
 
     observed = {n: int((variant_of == n).sum()) for n in names}
     total = sum(observed.values())
     expected = {n: total * split.shares[n] for n in names}
-    reason = _why_not(split, names) or split.skip_users_check
+    outside = sum(observed[n] for n in names if n not in active)
+    if outside and split.stopped_variant is None and split.skip_users_check is None:
+        return SrmTest(check="users", applicable=True, observed=observed, expected=expected, statistic=None,
+                       p_value=0.0, flagged=True, note=f"{outside} user(s) served by a variant outside this split")
+    observed_in = [observed[n] for n in active]
+    expected_in = [expected[n] for n in active]
+    reason = _why_not(split, active) or split.skip_users_check
     if reason is None and total == 0:
         reason = "no users with a user id yet"
-    if reason is None and min(expected.values()) < SRM_MIN_EXPECTED:
+    if reason is None and min(expected_in) < SRM_MIN_EXPECTED:
         reason = f"too few users ({total}) to check the split: needs an expected {SRM_MIN_EXPECTED:g} per variant"
     if reason is not None:
         return SrmTest(check="users", applicable=False, observed=observed, expected=expected, statistic=None,
                        p_value=None, flagged=False, note=reason)
-    result = chisquare(list(observed.values()), f_exp=list(expected.values()))
+    result = chisquare(observed_in, f_exp=expected_in)
     p = float(result.pvalue)
     flagged = p < SRM_THRESHOLD
     note = (f"users per variant do not match the split (p = {p:.2g} < {SRM_THRESHOLD})" if flagged
@@ -151,7 +162,7 @@ def _requests_per_user(rows: pd.DataFrame, variant_of: pd.Series, split: Split, 
             return 1.0 if a[0] == b[0] else 0.0
         return float(ttest_ind(a, b, equal_var=False).pvalue)
 
-    reason = _why_not(split, names, {n: len(c) for n, c in per_variant.items()})
+    reason = _why_not(split, names, {n: len(c) for n, c in per_variant.items()}, control)
     return _against_control("requests_per_user", observed, reason, names, control, p_value_of)
 
 
@@ -166,5 +177,5 @@ def _label_coverage(rows: pd.DataFrame, split: Split, control: str, names: list[
         est = clustered.difference(labelled[keep], variant[keep] == n, users[keep], questions[keep])
         return 1.0 if est is None else est.p_value()  # None: one question or one user only
 
-    reason = _why_not(split, names, rows.groupby("variant")["_user"].nunique().to_dict())
+    reason = _why_not(split, names, rows.groupby("variant")["_user"].nunique().to_dict(), control)
     return _against_control("label_coverage", observed, reason, names, control, p_value_of)

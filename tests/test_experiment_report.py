@@ -192,6 +192,23 @@ def test_a_broken_split_inside_one_epoch_is_flagged() -> None:
     assert report.variants[1].lift.decision == "untrustworthy"
 
 
+def test_a_variant_added_later_is_checked_only_where_the_split_serves_it() -> None:
+    salt, two, three = "grow", [("champion", 50), ("challenger", 50)], [("champion", 40), ("challenger", 40),
+                                                                         ("newcomer", 20)]
+    rows = [(assign(salt, w, f"u{i}").variant, f"u{i}", split_epoch(salt, w))
+            for w, users in ((two, range(1000)), (three, range(1000, 2000))) for i in users]
+    variant, user, epoch = (list(x) for x in zip(*rows, strict=True))
+    variants = [VariantWeight(name=n, weight=w) for n, w in three]
+    splits = [EpochSplit(epoch=split_epoch(salt, w), shares=split_shares(w)) for w in (two, three)]
+    recs = make_records(np.array(variant, dtype=object), user, epoch=epoch)
+    report = build_report("grow", variants, "champion", recs, {}, epochs=splits)
+    assert not report.srm.flagged and all(e.checks[0].applicable for e in report.epochs)
+    assert report.epochs[0].checks[0].observed["newcomer"] == 0
+    recs.loc[3, "variant"] = "newcomer"                      # served by a variant the first split has not
+    report = build_report("grow", variants, "champion", recs, {}, epochs=splits)
+    assert report.srm.flagged and "outside this split" in report.epochs[0].checks[0].note
+
+
 def test_dropped_requests_and_uneven_labelling_are_flagged() -> None:
     rng = np.random.default_rng(23)
     users = [f"u{i}" for i in range(1500)]
