@@ -34,6 +34,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from serving.logs import REQUEST_LOGGER, request_fields
 from serving.schemas import ErrorPublic
+from serving.security import SecurityHeaders
 from t2s.settings import Settings, get_settings
 
 log = logging.getLogger("t2s.serving")
@@ -208,13 +209,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", f"internal error ({type(exc).__name__}); see the service log")
+        # sent outside the middleware stack (Starlette's error middleware): it carries its own headers
+        return _error(500, "internal_error", f"internal error ({type(exc).__name__}); see the service log",
+                      headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: :func:`t2s.settings.get_settings`)."""
     from serving import logs, reload
     from serving.auth import Authenticator, check_exposure
+    from serving.docs import install_docs
     from serving.metrics import Metrics
     from serving.oauth import CookieAuth, OAuthConfig
     from serving.ratelimit import RateLimiter
@@ -266,6 +270,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": s.serve_otel, "metrics": s.serve_otel, "logs": s.serve_otel},
         responses={400: {"model": ErrorPublic, "description": "The body is not valid JSON."},
                    500: {"model": ErrorPublic, "description": "Internal error (details in the log)."}},
+        docs_url=None, redoc_url=None,  # /docs comes from serving.docs: Swagger UI from this origin, no CDN
     )
     install_error_handlers(app)
     if s.serve_cors_origins:
@@ -276,7 +281,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CookieAuth)  # inside the request log: it sees the request as authenticated
     app.add_middleware(RequestLog, log_content=s.serve_log_content, max_body=s.serve_max_body_bytes)
     # outermost: the client address and scheme behind a trusted proxy (uvicorn's own is off in `t2s serve`)
+    app.add_middleware(SecurityHeaders, hsts=s.serve_hsts)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=s.serve_forwarded_allow_ips)
+    if s.serve_docs:
+        install_docs(app)
     for module in (sql, sessions, dry_run, feedback, review, experiments, health, admin):
         app.include_router(module.router)
     if s.serve_web:

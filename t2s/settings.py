@@ -123,6 +123,10 @@ class Settings(BaseSettings):
         description="Proxies (IPs, CIDRs or '*') whose X-Forwarded-For/-Proto are believed: the client address "
                     "and https scheme behind a load balancer.")
     serve_cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
+    serve_docs: bool = Field(True, description="Serve the Swagger UI page /docs (from this origin; /openapi.json stays).")
+    serve_hsts: Literal["auto", "always", "off"] = Field(
+        "auto", description="Strict-Transport-Security: 'auto' only on requests that came over TLS (directly or "
+                            "per X-Forwarded-Proto from T2S_SERVE_FORWARDED_ALLOW_IPS).")
     metrics_namespace: str = Field("TextToSQL", description="CloudWatch namespace of the serving metrics.")
     serve_metrics: Literal["auto", "none", "emf", "cloudwatch", "both"] = Field(
         "auto", description="Metric sinks: EMF lines on stdout, PutMetricData, both; auto = emf on ECS/AWS_EMF_ENVIRONMENT.")

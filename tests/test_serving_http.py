@@ -23,6 +23,7 @@ HASH_KEY = "http-test-user-hash-key-0123456789ab"
 
 
 def http_settings(registry: dict[str, Any], tmp_path: Path, **extra: Any) -> Any:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     values: dict[str, Any] = dict(
         serve_auth="required", serve_user_hash_key=HASH_KEY, serve_metrics="none",
         serve_api_keys_file=write_api_keys(tmp_path / "keys.json", {"etl": (CALLER_KEY, "caller"),
@@ -178,11 +179,12 @@ def test_admin_reload_revokes_a_key_on_every_process(registry: dict[str, Any], t
             p.wait(timeout=20)
 
 
-def test_every_error_has_one_shape_starlettes_own_included(registry: dict[str, Any], tmp_path: Path) -> None:
+def test_every_error_has_one_shape_starlettes_own_included(registry: dict[str, Any], tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
     settings = http_settings(registry, tmp_path, serve_cors_origins=["https://analytics.example.com"])
     with TestClient(create_app(settings)) as c:
         cases = {
-            "unknown path": c.get("/v2/nothing/here?token=abc"),
+            "unknown path": c.get("/v2/nothing/here?access_token=abc-secret-token"),
             "wrong method": c.get("/v1/sql", headers=CALLER),
             "wrong method, no credentials": c.put("/health"),
             "body not JSON": c.post("/v1/sql", content=b"{not json", headers={**CALLER, "content-type": "application/json"}),
@@ -199,12 +201,34 @@ def test_every_error_has_one_shape_starlettes_own_included(registry: dict[str, A
             assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, (name, body)
             assert body["error"]["message"] and "detail" not in body, name
         assert cases["unknown path"].status_code == 404 and cases["unknown path"].json()["error"]["type"] == "not_found"
-        assert "abc" not in cases["unknown path"].text
+        assert "abc-secret-token" not in cases["unknown path"].text
         assert cases["wrong method"].status_code == 405 and cases["wrong method"].headers["allow"] == "POST"
         assert cases["wrong method, no credentials"].headers["allow"] == "GET"
         assert cases["body not JSON"].status_code == 400
         assert cases["refused CORS preflight"].status_code == 400
         assert cases["refused CORS preflight"].json()["error"]["type"] == "cors_refused"
+    logged = capfd.readouterr()
+    assert "/v2/nothing/here" in logged.err and "abc-secret-token" not in logged.err + logged.out  # path, no query
+
+
+def test_t2s_serve_runs_uvicorn_without_its_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's access log prints query strings (``?access_token=…``); the app's own JSON line is the log."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import cli.serve_cli as serve_cli
+    from cli.main import app as cli_app
+    from t2s.settings import get_settings
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(serve_cli, "_check_registry", lambda: [])
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.update(kw))
+    monkeypatch.setenv("T2S_SERVE_HOST", "127.0.0.1")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli_app, ["serve", "--port", "1"], terminal_width=200)
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert ran["access_log"] is False and ran["proxy_headers"] is False  # X-Forwarded-* is the app's business
 
 
 def test_the_openapi_document_states_the_runtime_question_limit(registry: dict[str, Any], tmp_path: Path) -> None:
@@ -251,7 +275,6 @@ def test_503s_and_answers_reveal_no_internal_address(fake: Any, registry: dict[s
 
     ghost = tmp_path / "ghost.yaml"  # a variant whose alias does not exist: 503 without the registry's location
     ghost.write_text("name: ab\nsalt: s\nvariants:\n  - {name: champion, alias: ghost, weight: 1}\n")
-    (tmp_path / "g").mkdir()
     with TestClient(create_app(http_settings(registry, tmp_path / "g", serve_experiment_file=ghost))) as c:
         r = c.post("/v1/sql", json={"question": "hi", "database": "shop"}, headers=CALLER)
     assert r.status_code == 503 and r.json()["error"]["type"] == "variant_unavailable", r.text
@@ -279,3 +302,90 @@ def test_malformed_claims_in_a_validly_signed_token_are_401(registry: dict[str, 
             assert c.get("/v1/experiments/ab", headers={"Authorization": f"Bearer {good}"}).status_code == 200
     finally:
         jwks.close()
+
+
+def test_security_headers_on_answers_pages_and_errors(client: TestClient) -> None:
+    from serving.security import HSTS
+
+    answer = client.post("/v1/sql", json={"question": "How many customers are there?", "database": "shop",
+                                          "execute": False}, headers=CALLER)
+    page = client.get("/experiments/ab", headers=ADMIN)
+    missing = client.get("/nowhere")
+    assert answer.status_code == 200 and page.status_code == 200 and missing.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    for r in (answer, page, missing):
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert "strict-transport-security" not in r.headers  # plain HTTP from the test client
+    assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+    csp = page.headers["content-security-policy"]  # the report: its inline styles, no script at all
+    assert "script-src" not in csp and "default-src 'none'" in csp and "style-src 'unsafe-inline'" in csp
+    assert "<script" not in page.text
+    # HSTS only when the request came over TLS: directly, or as a trusted proxy says
+    assert client.get("/health", headers={"X-Forwarded-Proto": "https"}).headers["strict-transport-security"] == HSTS
+    untrusted = TestClient(client.app, client=("192.0.2.1", 4000))
+    assert "strict-transport-security" not in untrusted.get("/health", headers={"X-Forwarded-Proto": "https"}).headers
+    tls = TestClient(client.app, base_url="https://testserver")
+    assert tls.get("/health").headers["strict-transport-security"] == HSTS
+
+
+def test_hsts_setting_and_docs_served_from_this_origin(registry: dict[str, Any], tmp_path: Path) -> None:
+    import re
+
+    from serving.docs import assets_dir
+
+    with TestClient(create_app(http_settings(registry, tmp_path, serve_hsts="always"))) as c:
+        assert "strict-transport-security" in c.get("/health").headers
+        docs = c.get("/docs")
+        assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+        csp = docs.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        assert sources and all(not s.startswith(("http:", "https:", "//")) for s in sources), sources
+        assert "<script>" not in docs.text  # no inline script: the policy would block it
+        for src in sources:
+            asset = c.get("/" + src)
+            assert asset.status_code == 200, src
+        bundle = c.get("/docs/static/swagger-ui-bundle.js")
+        assert bundle.headers["content-type"].startswith("text/javascript")
+        assert bundle.content == (assets_dir() / "swagger-ui-bundle.js").read_bytes()
+        for probe in ("../../../etc/passwd", "%2e%2e%2fsecurity.py", "init.py"):
+            assert c.get(f"/docs/static/{probe}").status_code == 404
+    with TestClient(create_app(http_settings(registry, tmp_path / "off", serve_hsts="off", serve_docs=False))) as c:
+        r = c.get("/docs", headers={"X-Forwarded-Proto": "https"})
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+        assert "strict-transport-security" not in r.headers
+        assert c.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.slow
+def test_swagger_ui_renders_under_its_policy_in_chromium(registry: dict[str, Any], tmp_path: Path) -> None:
+    """A real browser loads /docs from a uvicorn server: Swagger UI runs under the page's CSP and lists the
+    operations; no request leaves the origin."""
+    import json
+    import os
+
+    from tests.browser import Browser, chromium_path
+    from tests.serving_support import free_port, start_uvicorn
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (infra/local/install_system_deps.sh)")
+    env = {**os.environ, "T2S_MLFLOW_TRACKING_URI": registry["tracking_uri"], "T2S_PROMPTS_DIR": str(registry["prompts"]),
+           "T2S_SERVE_STORE_URL": f"sqlite:///{tmp_path / 'serving.db'}", "T2S_LLM_API_KEY": "test-key",
+           "T2S_SERVE_EXPERIMENT_FILE": str(write_experiment(tmp_path / "ab.yaml")), "T2S_SERVE_METRICS": "none",
+           "T2S_SERVE_DATABASES": json.dumps({"shop": str(registry["dataset"])})}
+    port = free_port()
+    proc = start_uvicorn(env, port, tmp_path / "server.log")
+    try:
+        with Browser() as browser:
+            page = browser.page()
+            page.call("Network.enable")
+            page.goto(f"http://127.0.0.1:{port}/docs")
+            text = page.wait_for_text("/v1/sql", "/v1/feedback", "/health/ready", timeout_s=60)
+            assert "Text2SQL Ops serving" in text
+            urls = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+            assert urls and all(u.startswith(f"http://127.0.0.1:{port}/") for u in urls), urls
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
