@@ -150,18 +150,20 @@ class Sandbox:
         :class:`~t2s.errors.DeadlineExceeded` (a served request's deadline; no bound by default)."""
         start = time.monotonic()
         worker = self._acquire(wait_s)
+        ready_s = None if wait_s is None else max(0.0, wait_s - (time.monotonic() - start))
         try:
-            return self._run(worker, spec, sql, timeout_s, max_rows, wait_s, start)
+            return self._run(worker, spec, sql, timeout_s, max_rows, ready_s)
         finally:
             with self._cond:
                 self.in_use -= 1
 
     def _run(self, worker: _Worker, spec: EngineSpec, sql: str, timeout_s: float, max_rows: int,
-             wait_s: float | None, start: float) -> QueryResult:
+             ready_s: float | None) -> QueryResult:
+        """The query on ``worker``; ``ready_s`` bounds the wait for a worker still starting (None: 60 s)."""
         try:
-            worker.wait_ready(60.0 if wait_s is None else max(0.0, min(60.0, wait_s - (time.monotonic() - start))))
+            worker.wait_ready(60.0 if ready_s is None else min(60.0, ready_s))
         except TimeoutError:
-            if wait_s is None:
+            if ready_s is None:
                 self._discard(worker)
                 raise errors.SqlExecutionError("a SQL worker process did not start within 60 s") from None
             self._release(worker)  # still starting: the next query gets it
