@@ -12,7 +12,7 @@ from t2s.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["tests.pg", "tests.serving_support"]
+pytest_plugins = ["tests.pg", "tests.serving_support", "tests.web_support"]
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +21,8 @@ def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("T2S_CACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     monkeypatch.delenv("T2S_POSTGRES_DSN", raising=False)
+    # a served app with auth required refuses the built-in user-hash key; tests that do not care use this one
+    monkeypatch.setenv("T2S_SERVE_USER_HASH_KEY", "tests-user-hash-key-0123456789")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

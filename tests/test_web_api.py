@@ -20,10 +20,9 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.routers.app import CSP
 from serving.store import queries
-from tests.fakes import FakeOpenAI
 from tests.serving_prod_support import redis_server, write_api_keys
-from tests.serving_support import build_registry, make_settings, start_fake, write_experiment
-from tests.web_support import FOLLOW_UPS, NO_CONTEXT_SQL, analyst, conversation_prompt
+from tests.serving_support import make_settings, write_experiment
+from tests.web_support import FOLLOW_UPS, NO_CONTEXT_SQL
 
 KEYS = {"alice": ("t2s_alice-key-0123456789abcdef0123", "caller"), "bob": ("t2s_bob-key-0123456789abcdef01234", "caller"),
         "rita": ("t2s_rita-key-0123456789abcdef01234", "reviewer")}
@@ -31,19 +30,6 @@ KEYS = {"alice": ("t2s_alice-key-0123456789abcdef0123", "caller"), "bob": ("t2s_
 
 def as_(name: str) -> dict[str, str]:
     return {"X-API-Key": KEYS[name][0]}
-
-
-@pytest.fixture(scope="module")
-def web_fake() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    server.responder = analyst
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def web_registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, web_fake: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("web"), shop_db, web_fake.url, prompt=conversation_prompt)
 
 
 def web_settings(reg: dict[str, Any], tmp_path: Path, *, keys: bool = False, **extra: Any) -> Any:

@@ -25,10 +25,9 @@ import httpx
 import pytest
 
 from tests.browser import FLAGS, chromium_path
-from tests.fakes import FakeOpenAI
 from tests.serving_prod_support import CLIENT_ID, ISSUER
-from tests.serving_support import build_registry, free_port, start_fake, write_experiment
-from tests.web_support import CognitoStandIn, analyst, conversation_prompt
+from tests.serving_support import free_port, write_experiment
+from tests.web_support import CognitoStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "reports" / "test-artifacts"
@@ -94,19 +93,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def analyst_model() -> Iterator[FakeOpenAI]:
-    server = start_fake()
-    server.responder = analyst
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def web_registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, analyst_model: FakeOpenAI) -> dict[str, Any]:
-    return build_registry(tmp_path_factory.mktemp("web-browser"), shop_db, analyst_model.url, prompt=conversation_prompt)
-
-
-@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     exe = _browser_or_skip()
     from playwright.sync_api import sync_playwright
@@ -146,10 +132,15 @@ def no_violations(page: Any, where: str) -> None:
     assert page.evaluate("window.__csp") == [], f"{where}: CSP violations"
 
 
-def screenshot(page: Any, name: str) -> None:
+def screenshot(page: Any, name: str, down_to: Any = None) -> None:
+    """The page from its top (down to the bottom of ``down_to``, a locator, when given)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / name
-    page.screenshot(path=str(shot), full_page=True)
+    clip = None
+    if down_to is not None:
+        bottom = down_to.evaluate("el => el.getBoundingClientRect().bottom + window.scrollY")
+        clip = {"x": 0, "y": 0, "width": page.viewport_size["width"], "height": int(bottom) + 16}
+    page.screenshot(path=str(shot), full_page=True, clip=clip)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("T2S_UPDATE_DOCS"):
         shutil.copy(shot, ROOT / "docs" / name)
@@ -213,7 +204,7 @@ def test_ask_follow_up_chart_label_and_the_report_counts_it(chromium: Any, dev_s
     first.get_by_role("button", name="Submit correction").click()
     first.get_by_text("recorded as wrong, with your correction").wait_for()
     no_violations(page, "labelled answers with a correction")
-    screenshot(page, "web_ask.png")
+    screenshot(page, "web_ask.png", down_to=second)
 
     numbers = ask(page, "All numbers")
     assert "1000 rows (cut at the row limit), showing 1–10" in numbers.locator("caption").inner_text()

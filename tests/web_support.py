@@ -17,13 +17,17 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tests.fakes import Reply
+import pytest
+
+from tests.fakes import FakeOpenAI, Reply
 from tests.serving_prod_support import CLIENT_ID, public_jwk, rsa_key, token
-from tests.serving_support import prompt_file
+from tests.serving_support import build_registry, prompt_file, start_fake
 
 # The scripted analyst: question -> SQL on the tests' shop database; a follow-up's SQL depends on the
 # conversation the prompt shows, so a test sees whether the earlier turns reached the model.
@@ -141,7 +145,8 @@ class CognitoStandIn:
         return 302, None, f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q.get('state', '')})}"
 
     def _access(self, user: dict[str, Any]) -> dict[str, Any]:
-        access = token(self.key, "k1", groups=user["groups"], sub=user["sub"], exp=int(time.time()) + self.access_ttl_s)
+        claims = {"exp": int(time.time()) + self.access_ttl_s, **user.get("claims", {})}  # claims: a test's overrides
+        access = token(self.key, "k1", groups=user["groups"], sub=user["sub"], **claims)
         self.issued.append(access)
         return {"access_token": access, "id_token": "not-used-by-the-app", "token_type": "Bearer",
                 "expires_in": self.access_ttl_s}
@@ -156,7 +161,7 @@ class CognitoStandIn:
             if _b64url(hashlib.sha256(form.get("code_verifier", "").encode()).digest()) != grant["challenge"]:
                 return 400, {"error": "invalid_grant"}, None
             refresh = secrets.token_urlsafe(24)
-            self.refresh_tokens[refresh] = {"sub": grant["sub"], "groups": grant["groups"]}
+            self.refresh_tokens[refresh] = {k: grant[k] for k in ("sub", "groups", "claims") if k in grant}
             return 200, {**self._access(grant), "refresh_token": refresh}, None
         if form.get("grant_type") == "refresh_token":
             user = self.refresh_tokens.get(form.get("refresh_token", ""))
@@ -168,3 +173,20 @@ class CognitoStandIn:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- fixtures of the web app's tests (registered as a pytest plugin in tests/conftest.py) ----------------
+
+@pytest.fixture(scope="module")
+def analyst_model() -> Iterator[FakeOpenAI]:
+    """The scripted analyst (:func:`analyst`) on loopback, one per test module."""
+    server = start_fake()
+    server.responder = analyst
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def web_registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, analyst_model: FakeOpenAI) -> dict[str, Any]:
+    """Two registered bundles whose prompt shows the conversation, answering through the scripted analyst."""
+    return build_registry(tmp_path_factory.mktemp("web"), shop_db, analyst_model.url, prompt=conversation_prompt)
