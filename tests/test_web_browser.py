@@ -232,6 +232,53 @@ def test_ask_follow_up_chart_label_and_the_report_counts_it(chromium: Any, dev_s
         assert labelled[card.locator(".meta").inner_text().split(" · ")[0]] >= 1
 
 
+CHART_CASES = [  # (columns, rows, the automatic kind, the kinds the user may switch to)
+    (["total"], [[225.75]], "kpi", ["table", "kpi"]),
+    (["city", "orders"], [["Lyon", 3], ["Paris", 3]], "bar", ["table", "bar", "line"]),
+    (["day", "amount"], [["2024-01-03", 20.5], ["2024-02-11", 7.25]], "line", ["table", "bar", "line"]),
+    (["month", "n"], [["2024-01", 1], ["2024-02", 2]], "line", ["table", "bar", "line"]),
+    (["year", "n"], [[2023, 1], [2024, 2]], "line", ["table", "bar", "line"]),
+    (["month", "branch", "n"], [["2024-01", "A", 1], ["2024-01", "B", 2]], "line", ["table", "bar", "line"]),
+    (["region", "branch", "total"], [["East", "A", 1.5], ["West", "B", 2]], "bar", ["table", "bar", "line"]),
+    (["customer_id", "spent"], [[7, 10.0], [9, 3.5]], "bar", ["table", "bar", "line"]),
+    (["name", "city"], [["Ann", "Paris"]], "table", ["table"]),
+    (["a", "b"], [[1, 2], [3, 4]], "table", ["table"]),
+    (["city", "n"], [[f"c{i}", i] for i in range(61)], "table", ["table"]),
+    (["n"], [], "table", ["table"]),
+]
+ERROR_CASES = [  # (status, error type, Retry-After) -> words the person must read
+    (429, "rate_limited", 7, "faster than the service allows. Try again in 7 seconds"),
+    (503, "http_503", 30, "language model is not responding right now. Try again in 30 seconds"),
+    (401, "unauthorized", None, "Sign in again"),
+    (403, "csrf_failed", None, "Reload it"),
+    (0, "network", None, "cannot be reached"),
+    (404, "unknown_session", None, "conversation has expired"),
+    (500, "internal_error", None, "went wrong on the server"),
+]
+
+
+def test_chart_choice_and_error_words_follow_their_rules(chromium: Any, dev_server: str) -> None:
+    """The page's own modules, imported in the page, against the rules the README states."""
+    page = new_page(chromium)
+    page.goto(f"{dev_server}/app")
+    page.wait_for_selector("#ask-view:not([hidden])")
+    got = page.evaluate("""cases => import('/app/static/chart.js').then(m => cases.map(([c, r]) => {
+        const p = m.possibleKinds(c, r); return [p.auto.kind, p.kinds]; }))""", [[c, r] for c, r, _, _ in CHART_CASES])
+    assert got == [[kind, kinds] for _, _, kind, kinds in CHART_CASES]
+    words = page.evaluate("""cases => import('/app/static/api.js').then(m => cases.map(
+        ([s, t, r]) => m.plainError(s, t, 'internal text http://10.0.0.1:8000', r)))""",
+                          [[s, t, r] for s, t, r, _ in ERROR_CASES])
+    for (_, _, _, expected), said in zip(ERROR_CASES, words, strict=True):
+        assert expected in said and "10.0.0.1" not in said, said
+    outcomes = page.evaluate("""() => import('/app/static/api.js').then(m => ['guard_refused', 'timeout',
+        'sql_error', 'empty', 'ok'].map(o => m.plainOutcome(o, 'why')))""")
+    assert "nothing was run" in outcomes[0] and "took too long" in outcomes[1] and "could not run" in outcomes[2]
+    assert outcomes[3] == "The query ran and returned no rows." and outcomes[4] == ""
+    csv = page.evaluate("""() => import('/app/static/table.js').then(m => m.toCsv(['a', 'b'],
+        [['=HYPERLINK("x")', -3], ['x,y', null], ['say "hi"', '@SUM(A1)']]))""")
+    assert csv.split("\r\n")[:4] == ['a,b', '"\'=HYPERLINK(""x"")",-3', '"x,y",', '"say ""hi""",\'@SUM(A1)']
+
+
 def test_the_reviewer_labels_with_the_keyboard(chromium: Any, dev_server: str) -> None:
     from playwright.sync_api import expect
 
