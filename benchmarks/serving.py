@@ -274,6 +274,7 @@ def layers_run(args: argparse.Namespace, env: dict[str, str], root: Path, port: 
     keys.write_text(json.dumps([record.model_dump()]))
     with redis_server(root) as (redis_url, _):
         layered_env = {**env, "T2S_SERVE_AUTH": "required", "T2S_SERVE_API_KEYS_FILE": str(keys),
+                       "T2S_SERVE_USER_HASH_KEY": "benchmark-user-hash-key",
                        "T2S_SERVE_REDIS_URL": redis_url, "T2S_SERVE_RATE_LIMIT": "1000000/minute",
                        "T2S_SERVE_RATE_LIMIT_OTHER": "1000000/minute", "T2S_SERVE_METRICS": "emf",
                        "T2S_SERVE_LOG_FORMAT": "json"}

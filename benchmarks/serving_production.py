@@ -65,7 +65,8 @@ def measure(n: int = 2000) -> dict[str, float]:
         key = rsa_key()
         jwks = JwksServer([public_jwk(key, "k1")])
         keys = {f"svc{i}": (f"t2s_key-{i:04d}-0123456789abcdef", "caller") for i in range(10)}
-        settings = Settings(serve_auth="required", serve_jwks_url=jwks.url, serve_jwt_issuer=ISSUER,
+        settings = Settings(serve_auth="required", serve_user_hash_key="benchmark-user-hash-key",
+                            serve_jwks_url=jwks.url, serve_jwt_issuer=ISSUER,
                             serve_jwt_client_ids=[CLIENT_ID], serve_api_keys_file=write_api_keys(root / "k.json", keys),
                             serve_rate_limit="1000000/minute", serve_rate_limit_other="1000000/minute",
                             serve_metrics="both", serve_metrics_buffer=1_000_000, serve_metrics_flush_s=3600,

@@ -53,9 +53,10 @@ def serve(
                 err_console.print(f"[bold red]error:[/] {p}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1)
         h, p = host or settings.serve_host, port if port is not None else settings.serve_port
-        from serving.auth import check_exposure
+        from serving.auth import check_exposure, check_user_hash_key
 
         check_exposure(settings, h)  # no auth on a reachable address only when forced
+        check_user_hash_key(settings)  # before the workers start: one clear error, not one per worker
         os.environ["T2S_SERVE_HOST"] = h  # the workers' own check sees the address actually bound
         n_workers = workers or settings.serve_workers
         if settings.llm_provider == "local" and not settings.local_llm_servers and n_workers > 1:

@@ -163,6 +163,23 @@ def _file_stat(path: Path | None) -> tuple[int, int, int] | None:
     return None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+MIN_USER_HASH_KEY = 16
+
+
+def check_user_hash_key(settings: Settings) -> None:
+    """With authentication required, refuse the built-in (public) user-hash key or a short one: stored user
+    hashes are only as private as this key (anyone holding it hashes a list of likely ids and matches them)."""
+    if settings.serve_auth != "required":
+        return
+    key = settings.serve_user_hash_key.get_secret_value()
+    builtin = Settings.model_fields["serve_user_hash_key"].default.get_secret_value()
+    if key == builtin or len(key) < MIN_USER_HASH_KEY:
+        raise ConfigError(f"T2S_SERVE_USER_HASH_KEY must be set to a secret of at least {MIN_USER_HASH_KEY} "
+                          "characters when T2S_SERVE_AUTH=required (the built-in key is public, so stored user "
+                          "hashes could be reversed); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                          field="serve_user_hash_key")
+
+
 def check_exposure(settings: Settings, host: str) -> None:
     """Refuse to serve without auth on an address other machines can reach, unless explicitly forced."""
     if settings.serve_auth == "none" and host not in LOOPBACK_HOSTS and not settings.serve_allow_no_auth:
@@ -177,6 +194,7 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.required = settings.serve_auth == "required"
+        check_user_hash_key(settings)
         self._keys_lock = threading.Lock()
         self._keys_checked = time.monotonic()
         self._keys_stat = _file_stat(settings.serve_api_keys_file)

@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     serve_max_question_chars: int = Field(2000, ge=1, description="Longer questions are refused (HTTP 422).")
     serve_max_rows: int = Field(1000, ge=1, description="Most rows one response may return.")
     serve_store_raw_user_id: bool = Field(False, description="Also store the raw user id (default: only its hash).")
-    serve_user_hash_key: SecretStr = Field(SecretStr("t2s-user"), description="Key of the stored user-id hash.")
+    serve_user_hash_key: SecretStr = Field(
+        SecretStr("t2s-user"), description="Key of the stored user-id hash; with T2S_SERVE_AUTH=required a secret of "
+                                           "16+ characters must be set (the built-in one is refused).")
     serve_status_ttl_s: float = Field(1.0, ge=0, description="How long a process trusts its cached experiment status.")
 
     # --- serving in production: auth, rate limits, input limits, metrics, logs, model circuit breaker

@@ -389,3 +389,32 @@ def test_swagger_ui_renders_under_its_policy_in_chromium(registry: dict[str, Any
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_auth_required_refuses_the_built_in_user_hash_key(registry: dict[str, Any], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import cli.serve_cli as serve_cli
+    from cli.main import app as cli_app
+    from t2s.errors import ConfigError
+    from t2s.settings import get_settings
+
+    for key in ("t2s-user", "short-key"):  # the built-in key, and one too short to resist guessing
+        with pytest.raises(ConfigError, match="T2S_SERVE_USER_HASH_KEY"), \
+                TestClient(create_app(http_settings(registry, tmp_path, serve_user_hash_key=key))):
+            pass
+    with TestClient(create_app(http_settings(registry, tmp_path, serve_auth="none", serve_user_hash_key="t2s-user"))):
+        pass  # loopback development without auth keeps the default
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(serve_cli, "_check_registry", lambda: [])
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.update(kw))
+    for name, value in {"T2S_SERVE_AUTH": "required", "T2S_SERVE_USER_HASH_KEY": "t2s-user",
+                        "T2S_SERVE_API_KEYS_FILE": str(tmp_path / "keys.json")}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli_app, ["serve", "--port", "1"], terminal_width=200)
+    get_settings.cache_clear()
+    assert result.exit_code == 2 and "T2S_SERVE_USER_HASH_KEY" in result.output, result.output
+    assert ran == {}  # refused before any worker starts
