@@ -113,6 +113,14 @@ def prepare(backend_uri: str, auth_db_uri: str, passwords: Mapping[str, str]) ->
     return done
 
 
+def server_command(backend_uri: str, auth_db_uri: str, artifacts_destination: str, allowed_hosts: str, *,
+                   port: int = 5000, workers: int = 2, config: str = "/tmp/mlflow-basic-auth.ini") -> list[str]:
+    """The tracking container's command (the serving stack uses it as is; a test runs it)."""
+    return ["python", "-m", "infra.tracking_auth", "--backend-store-uri", backend_uri, "--auth-db-uri", auth_db_uri,
+            "--config", config, "--", "--host", "0.0.0.0", "--port", str(port), "--workers", str(workers),
+            "--serve-artifacts", "--artifacts-destination", artifacts_destination, "--allowed-hosts", allowed_hosts]
+
+
 def passwords_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     from infra.layout import TRACKING_USERS
 

@@ -175,3 +175,65 @@ def test_tracking_server_only_admins_and_deploy_move_aliases(postgres_dsn: str, 
     assert store.authenticate_user("serving", "serving-password-2", use_primary=True)
     assert sorted(u.username for u in store.list_users() if u.is_admin) == ["admin", "deploy"]
     store.engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_tracking_containers_command_starts_an_authenticated_server(postgres_dsn: str, tmp_path: Any) -> None:
+    """The exact command the stack gives the tracking container (no user in the URIs: libpq's PGUSER, as
+    there), on local PostgreSQL and a moto S3, with the passwords as ECS injects them."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+    import httpx
+    from moto.server import ThreadedMotoServer
+    from psycopg.conninfo import conninfo_to_dict
+
+    from infra.tracking_auth import password_env, server_command
+    from infra.tracking_server import ensure_database, free_port
+
+    pg = conninfo_to_dict(postgres_dsn)
+    name = f"mlflow_cmd_{uuid.uuid4().hex[:6]}"
+    uri = f"postgresql+psycopg://{pg['host']}:{pg['port']}/{{db}}"
+    for db in (name, f"{name}_auth"):
+        ensure_database(f"postgresql+psycopg://{pg['user']}@{pg['host']}:{pg['port']}/{db}")
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3.start()
+    try:
+        endpoint = "http://{}:{}".format(*s3.get_host_and_port())
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t",
+                     region_name="us-east-1").create_bucket(Bucket="artifacts")
+        port = free_port()
+        cmd = server_command(uri.format(db=name), uri.format(db=f"{name}_auth"), "s3://artifacts/mlflow-artifacts",
+                             "127.0.0.1*,localhost*", port=port, workers=1, config=str(tmp_path / "auth.ini"))
+        assert cmd[0] == "python"
+        env = {**os.environ, "PGUSER": pg["user"], "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32,
+               "MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t",
+               **{password_env(u): p for u, p in PASSWORDS.items()}}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        log = tmp_path / "server.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, *cmd[1:]], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            with httpx.Client(trust_env=False, timeout=120) as http:  # first calls import lazily: slow on a busy box
+                while time.monotonic() < deadline:
+                    assert proc.poll() is None, log.read_text()[-3000:]
+                    try:
+                        if http.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        time.sleep(0.5)
+                api = f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/get"
+                assert http.get(api, params={"name": "t2s-generator"}).status_code == 401
+                ok = http.get(api, params={"name": "t2s-generator"}, auth=("serving", PASSWORDS["serving"]))
+                assert ok.status_code == 200, ok.text  # created at start by the container, readable by serving
+            assert "tracking_auth: created user deploy" in log.read_text()
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+    finally:
+        s3.stop()

@@ -71,7 +71,7 @@ def build_tracking(stack: Any, cfg: EnvConfig, *, cluster: Any, network: Any, da
     from aws_cdk import aws_route53_targets as targets
 
     from infra.cdk.serving import CERTIFICATE_PATTERN
-    from infra.tracking_auth import password_env
+    from infra.tracking_auth import password_env, server_command
 
     host = tracking_host(cfg)
     certificate = cdk.CfnParameter(stack, "TrackingCertificateArn", type="String", allowed_pattern=CERTIFICATE_PATTERN,
@@ -107,17 +107,14 @@ def build_tracking(stack: Any, cfg: EnvConfig, *, cluster: Any, network: Any, da
     def db_uri(database: str) -> str:  # the user comes from PGUSER/PGPASSWORD (libpq)
         return f"postgresql+psycopg://{endpoint}:5432/{database}?sslmode=require"
 
-    server_args = [
-        "--host", "0.0.0.0", "--port", str(TRACKING_PORT), "--workers", "2", "--serve-artifacts",
-        "--artifacts-destination", f"s3://{data.artifacts.bucket_name}/{ARTIFACT_PREFIX}",
-        # Host headers MLflow accepts (DNS-rebinding guard): its name, and private addresses for the load
-        # balancer's health checks.
-        "--allowed-hosts", f"{host},{host}:443,10.*,172.*,192.168.*,localhost*,127.0.0.1*"]
     container = task.add_container(
         "mlflow", image=image, essential=True, readonly_root_filesystem=True,
-        command=["python", "-m", "infra.tracking_auth", "--backend-store-uri", db_uri(TRACKING_DB_NAME),
-                 "--auth-db-uri", db_uri(TRACKING_AUTH_DB_NAME), "--config", "/tmp/mlflow-basic-auth.ini",
-                 "--", *server_args],
+        command=server_command(
+            db_uri(TRACKING_DB_NAME), db_uri(TRACKING_AUTH_DB_NAME),
+            f"s3://{data.artifacts.bucket_name}/{ARTIFACT_PREFIX}",
+            # Host headers MLflow accepts (DNS-rebinding guard): its name, and private addresses for the load
+            # balancer's health checks.
+            f"{host},{host}:443,10.*,172.*,192.168.*,localhost*,127.0.0.1*", port=TRACKING_PORT),
         environment={**db_environment("tracking"), "HOME": "/tmp", "TMPDIR": "/tmp"},
         secrets={"PGUSER": ecs.Secret.from_secrets_manager(data.db_users["tracking"], "username"),
                  "PGPASSWORD": ecs.Secret.from_secrets_manager(data.db_users["tracking"], "password"),
