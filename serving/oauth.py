@@ -305,7 +305,7 @@ class CookieAuth:
             await self.app(scope, receive, send)
             return
         if scope["method"] not in _SAFE_METHODS:
-            given = next((v.decode("latin-1") for k, v in headers if k == b"x-csrf-token"), "")
+            given = next((v.decode("latin-1") for k, v in headers if k == CSRF_HEADER.encode()), "")
             origin = next((v.decode("latin-1") for k, v in headers if k == b"origin"), None)
             if origin is not None and origin != sessions.config.origin:
                 await _refuse(scope, receive, send, 403, "csrf_failed",

@@ -21,7 +21,7 @@ from serving.app import create_app
 from serving.routers.app import CSP
 from serving.store import queries
 from tests.serving_prod_support import redis_server, write_api_keys
-from tests.serving_support import make_settings, write_experiment
+from tests.serving_support import make_settings, pg_store_url, write_experiment
 from tests.web_support import FOLLOW_UPS, NO_CONTEXT_SQL
 
 KEYS = {"alice": ("t2s_alice-key-0123456789abcdef0123", "caller"), "bob": ("t2s_bob-key-0123456789abcdef01234", "caller"),
@@ -37,7 +37,8 @@ def web_settings(reg: dict[str, Any], tmp_path: Path, *, keys: bool = False, **e
     if keys:
         values.update(serve_auth="required", serve_api_keys_file=write_api_keys(tmp_path / "keys.json", KEYS))
     values.update(extra)
-    return make_settings(reg, f"sqlite:///{tmp_path / 'serving.db'}", write_experiment(tmp_path / "ab.yaml"), **values)
+    store = values.pop("serve_store_url", f"sqlite:///{tmp_path / 'serving.db'}")
+    return make_settings(reg, store, write_experiment(tmp_path / "ab.yaml"), **values)
 
 
 @pytest.fixture
@@ -58,13 +59,15 @@ def ask(client: TestClient, who: str, sid: str, question: str) -> Any:
 
 # --- conversations ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["store", "redis"])
+@pytest.mark.parametrize("backend", ["store", "redis", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_follow_up_reaches_the_model_with_its_conversation(web_registry: dict[str, Any], tmp_path: Path,
-                                                            backend: str) -> None:
+                                                            backend: str, request: pytest.FixtureRequest) -> None:
     follow_up, first = next(iter(FOLLOW_UPS))
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(redis_server(tmp_path))[0] if backend == "redis" else None
-        extra = {"serve_redis_url": url} if url else {}
+        extra: dict[str, Any] = {"serve_redis_url": url} if url else {}
+        if backend == "postgres":  # the store on PostgreSQL: its migrations and the state table there
+            extra["serve_store_url"] = pg_store_url(request.getfixturevalue("postgres_dsn"))
         with TestClient(create_app(web_settings(web_registry, tmp_path, keys=True, **extra))) as c:
             sid = start(c, "alice")
             one = ask(c, "alice", sid, first).json()
