@@ -374,6 +374,8 @@ def test_api_task_is_wired_to_the_pool_its_clients_and_its_secrets(env: dict[str
     assert refs == set(clients)  # both clients' access tokens are accepted
     assert json.loads(e["T2S_SERVE_JWT_ADMIN_GROUPS"]) == ["admin"]
     assert json.loads(e["T2S_SERVE_JWT_REVIEWER_GROUPS"]) == ["reviewer"]
+    groups = {g["Properties"]["GroupName"] for g in resources(env["identity"], "AWS::Cognito::UserPoolGroup").values()}
+    assert {"admin", "reviewer"} <= groups  # the groups the API maps exist in the pool
     from t2s.settings import Settings
 
     assert {"serve_jwt_admin_groups", "serve_jwt_reviewer_groups", "serve_user_hash_key"} <= set(Settings.model_fields)

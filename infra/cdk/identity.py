@@ -20,6 +20,8 @@ from infra.cdk.config import EnvConfig
 
 # Cognito group -> API role (serving/auth.py). Precedence: the lowest number wins when a user is in several.
 GROUPS = {"admin": 0, "reviewer": 1, "caller": 2}
+# T2S_SERVE_JWT_ADMIN_GROUPS / T2S_SERVE_JWT_REVIEWER_GROUPS of the API task (no group: caller).
+ADMIN_GROUPS, REVIEWER_GROUPS = ["admin"], ["reviewer"]
 PASSWORD_MIN_LENGTH = 14
 # The SAML attribute Microsoft Entra ID sends the e-mail address in.
 ENTRA_EMAIL_CLAIM = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"

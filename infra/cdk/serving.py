@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 from infra.cdk.config import EnvConfig
-from infra.cdk.identity import GROUPS, add_app_clients
+from infra.cdk.identity import ADMIN_GROUPS, REVIEWER_GROUPS, add_app_clients
 from infra.cdk.keys import logs_key
 from infra.cdk.observability import build_observability
 from infra.cdk.tracking import add_db_init, build_bootstrap_task, build_tracking, db_environment
@@ -110,8 +110,8 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
     auth = {"T2S_SERVE_AUTH": "required", "T2S_SERVE_JWT_ISSUER": identity.issuer,
             "T2S_SERVE_JWKS_URL": f"{identity.issuer}/.well-known/jwks.json",
             "T2S_SERVE_JWT_CLIENT_IDS": json.dumps(client_ids),
-            "T2S_SERVE_JWT_ADMIN_GROUPS": json.dumps([g for g in GROUPS if g == "admin"]),
-            "T2S_SERVE_JWT_REVIEWER_GROUPS": json.dumps([g for g in GROUPS if g == "reviewer"]),
+            "T2S_SERVE_JWT_ADMIN_GROUPS": json.dumps(ADMIN_GROUPS),
+            "T2S_SERVE_JWT_REVIEWER_GROUPS": json.dumps(REVIEWER_GROUPS),
             # the analyst web app's sign-in (serving/oauth.py): hosted UI, the web client, its URLs
             "T2S_SERVE_OAUTH_DOMAIN": identity.domain.base_url(), "T2S_SERVE_OAUTH_CLIENT_ID": client_ids[1],
             "T2S_SERVE_OAUTH_REDIRECT_URL": callbacks[0], "T2S_SERVE_OAUTH_LOGOUT_URL": logout}
