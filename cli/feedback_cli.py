@@ -167,11 +167,12 @@ def export(
         specs = {n: parse_database(n, s) for n, s in settings.serve_databases.items()}
         candidates = export_feedback(rows, specs, out, name)
         conflicts = [c.chosen["query_id"] for c in candidates if c.conflict]
-        console.print(f"wrote {len(candidates)} candidate golden item(s) from {len(rows)} label(s) to {out}"
-                      + (f" ({len(rows) - len(candidates)} duplicate question(s) merged)" if len(rows) > len(candidates)
+        console.print(f"{len(candidates)} candidate golden item(s) from {len(rows)} label(s)"
+                      + (f"; {len(rows) - len(candidates)} duplicate question(s) merged" if len(rows) > len(candidates)
                          else "")
-                      + (f"; {len(every) - len(rows)} unverified label(s) left out" if len(every) > len(rows) else "")
-                      + f"; check them with `t2s datasets validate {out}`")
+                      + (f"; {len(every) - len(rows)} unverified label(s) left out" if len(every) > len(rows) else ""),
+                      highlight=False)
+        console.print(f"wrote {out}; check it with `t2s datasets validate {out}`", highlight=False, soft_wrap=True)
         if conflicts:
             console.print(f"[bold yellow]{len(conflicts)} item(s) merge labels with different corrections[/] "
                           "(notes say CONFLICT): review them before merging", highlight=False)

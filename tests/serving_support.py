@@ -137,6 +137,18 @@ def pg_store_url(dsn: str) -> str:
     return f"postgresql+psycopg://{info['user']}@{info['host']}:{info['port']}/{name}"
 
 
+def serve_env(reg: dict[str, Any], tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``uvicorn`` serving process on ``reg``'s bundles, its own store under ``tmp_path``
+    and the ``ab`` experiment; ``extra`` adds or overrides ``T2S_*`` variables."""
+    import json
+    import os
+
+    return {**os.environ, "T2S_MLFLOW_TRACKING_URI": reg["tracking_uri"], "T2S_PROMPTS_DIR": str(reg["prompts"]),
+            "T2S_SERVE_STORE_URL": f"sqlite:///{tmp_path / 'serving.db'}", "T2S_LLM_API_KEY": "test-key",
+            "T2S_SERVE_EXPERIMENT_FILE": str(write_experiment(tmp_path / "ab.yaml")), "T2S_SERVE_METRICS": "none",
+            "T2S_SERVE_DATABASES": json.dumps({"shop": str(reg["dataset"])}), **extra}
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -170,7 +182,7 @@ def start_uvicorn(env: dict[str, str], port: int, log: Path, workers: int = 1) -
 
 
 __all__ = ["ANSWERS", "FakeOpenAI", "answer", "build_registry", "free_port", "make_settings", "md5",
-           "pg_store_url", "start_fake", "start_uvicorn", "write_experiment"]
+           "pg_store_url", "serve_env", "start_fake", "start_uvicorn", "write_experiment"]
 
 
 # --- fixtures shared by the serving tests (registered as a pytest plugin in tests/conftest.py) ---------
@@ -181,6 +193,14 @@ def fake() -> Iterator[FakeOpenAI]:
     server = start_fake()
     yield server
     server.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh request store: a SQLite file, then (marked ``postgres``) a database on the test server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'serving.db'}"
+    return pg_store_url(request.getfixturevalue("postgres_dsn"))
 
 
 @pytest.fixture(scope="module")

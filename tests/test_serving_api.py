@@ -14,14 +14,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.store import feedback, queries
-from tests.serving_support import make_settings, md5, pg_store_url, write_experiment
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'serving.db'}"
-    return pg_store_url(request.getfixturevalue("postgres_dsn"))
+from tests.serving_support import make_settings, md5, write_experiment
 
 
 @pytest.fixture

@@ -137,21 +137,15 @@ def test_a_key_removed_from_the_file_stops_working_within_the_check_interval(reg
 def test_admin_reload_revokes_a_key_on_every_process(registry: dict[str, Any], tmp_path: Path) -> None:
     """Two uvicorn processes on one store and keys file. Neither checks the file on its own (interval one
     hour): POST /admin/reload on the first must make the second re-read it too."""
-    import json
-    import os
     import time
 
     import httpx
 
-    from tests.serving_support import free_port, start_uvicorn
+    from tests.serving_support import free_port, serve_env, start_uvicorn
 
     keys = write_api_keys(tmp_path / "keys.json", {"etl": (CALLER_KEY, "caller"), "ops": (ADMIN_KEY, "admin")})
-    env = {**os.environ, "T2S_MLFLOW_TRACKING_URI": registry["tracking_uri"], "T2S_PROMPTS_DIR": str(registry["prompts"]),
-           "T2S_SERVE_STORE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
-           "T2S_SERVE_EXPERIMENT_FILE": str(write_experiment(tmp_path / "ab.yaml")),
-           "T2S_SERVE_DATABASES": json.dumps({"shop": str(registry["dataset"])}), "T2S_LLM_API_KEY": "test-key",
-           "T2S_SERVE_AUTH": "required", "T2S_SERVE_API_KEYS_FILE": str(keys), "T2S_SERVE_USER_HASH_KEY": HASH_KEY,
-           "T2S_SERVE_API_KEYS_CHECK_S": "3600", "T2S_SERVE_RELOAD_POLL_S": "0.3", "T2S_SERVE_METRICS": "none"}
+    env = serve_env(registry, tmp_path, T2S_SERVE_AUTH="required", T2S_SERVE_API_KEYS_FILE=str(keys),
+                    T2S_SERVE_USER_HASH_KEY=HASH_KEY, T2S_SERVE_API_KEYS_CHECK_S="3600", T2S_SERVE_RELOAD_POLL_S="0.3")
     ports = [free_port(), free_port()]
     procs = []
     try:
@@ -363,20 +357,13 @@ def test_hsts_setting_and_docs_served_from_this_origin(registry: dict[str, Any],
 def test_swagger_ui_renders_under_its_policy_in_chromium(registry: dict[str, Any], tmp_path: Path) -> None:
     """A real browser loads /docs from a uvicorn server: Swagger UI runs under the page's CSP and lists the
     operations; no request leaves the origin."""
-    import json
-    import os
-
     from tests.browser import Browser, chromium_path
-    from tests.serving_support import free_port, start_uvicorn
+    from tests.serving_support import free_port, serve_env, start_uvicorn
 
     if chromium_path() is None:
         pytest.skip("chromium is not installed (infra/local/install_system_deps.sh)")
-    env = {**os.environ, "T2S_MLFLOW_TRACKING_URI": registry["tracking_uri"], "T2S_PROMPTS_DIR": str(registry["prompts"]),
-           "T2S_SERVE_STORE_URL": f"sqlite:///{tmp_path / 'serving.db'}", "T2S_LLM_API_KEY": "test-key",
-           "T2S_SERVE_EXPERIMENT_FILE": str(write_experiment(tmp_path / "ab.yaml")), "T2S_SERVE_METRICS": "none",
-           "T2S_SERVE_DATABASES": json.dumps({"shop": str(registry["dataset"])})}
     port = free_port()
-    proc = start_uvicorn(env, port, tmp_path / "server.log")
+    proc = start_uvicorn(serve_env(registry, tmp_path), port, tmp_path / "server.log")
     try:
         with Browser() as browser:
             page = browser.page()

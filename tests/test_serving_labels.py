@@ -27,7 +27,7 @@ from tests.serving_prod_support import (
     token,
     write_api_keys,
 )
-from tests.serving_support import make_settings, pg_store_url, write_experiment
+from tests.serving_support import make_settings, write_experiment
 
 KEYS = {"alice": ("t2s_alice-key-0123456789abcdef0123", "caller"),
         "bob": ("t2s_bob-key-0123456789abcdef012345", "caller"),
@@ -52,13 +52,6 @@ def jwks(rsa: Any) -> Iterator[JwksServer]:
     server = JwksServer([public_jwk(rsa, "k1")])
     yield server
     server.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'serving.db'}"
-    return pg_store_url(request.getfixturevalue("postgres_dsn"))
 
 
 def label_settings(registry: dict[str, Any], tmp_path: Path, store_url: str, jwks_url: str) -> Any:
