@@ -30,6 +30,7 @@ def _target(shop_db: Path, box: Sandbox) -> SqliteTarget:
 
 def test_one_long_function_call_is_stopped_by_killing_its_worker(shop_db: Path, sandbox: Sandbox) -> None:
     t = _target(shop_db, sandbox)
+    t.execute("SELECT 1", timeout_s=30, max_rows=1)  # a worker is up: the bound below times the kill, not a start
     start = time.perf_counter()
     with pytest.raises(SqlTimeout, match="worker was stopped"):
         # SQLite's progress handler never runs inside printf: only the worker's death stops it.
