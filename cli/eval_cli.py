@@ -173,18 +173,27 @@ def _run_params(variant, pf, model, config) -> dict:  # type: ignore[no-untyped-
 
 
 def _print_summary(results) -> None:  # type: ignore[no-untyped-def]
+    """One line per evaluated variant, within 100 columns (every column: `t2s compare`'s reports)."""
+    from rich import box
     from rich.table import Table
+
+    from evals.budget import serving_cost
+    from pipelines.comparison_report import short_names
 
     if not results:
         return
-    table = Table(title="Evaluated variants", title_justify="left")
-    for col in ("dataset", "variant", "execution accuracy", "easy", "medium", "hard", "extra", "valid SQL",
-                "p50 latency", "cached"):
-        table.add_column(col, justify="right" if col not in ("dataset", "variant") else "left")
-    for v in sorted(results, key=lambda r: -r.metrics["execution_accuracy"]):
+    short = short_names([{"variant": v.variant, "prompt": v.prompt, "model": v.model} for v in results])
+    table = Table(title="Evaluated variants", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1, 0, 0), show_edge=False)
+    for col in ("dataset", "variant", "acc", "easy", "medium", "hard", "extra", "valid", "p95 s", "calls", "cached"):
+        table.add_column(col, justify="left" if col in ("dataset", "variant") else "right")
+    for v in sorted(results, key=lambda r: (r.dataset, -r.metrics["execution_accuracy"])):
         m = v.metrics
+        cost = serving_cost(v)
         cells = [f"{100 * m[f'execution_accuracy/{d}']:.1f}%" if f"execution_accuracy/{d}" in m else "—"
                  for d in ("easy", "medium", "hard", "extra")]
-        table.add_row(v.dataset, v.variant, f"{100 * m['execution_accuracy']:.1f}%", *cells,
-                      f"{100 * m['valid_sql_rate']:.0f}%", f"{m['latency_p50_s']:.2f} s", f"{100 * m['cache_hit_rate']:.0f}%")
+        table.add_row(v.dataset, short[v.variant], f"{100 * m['execution_accuracy']:.1f}%", *cells,
+                      f"{100 * m['valid_sql_rate']:.0f}%",
+                      "—" if cost.p95_latency_s is None else f"{cost.p95_latency_s:.2f}",
+                      f"{cost.model_calls_per_answer or 0:.2f}", f"{100 * m.get('cache_hit_rate', 0):.0f}%")
     console.print(table)

@@ -10,6 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+RUN_FILE = "run.json"  # a variant folder's run-specific part (see VariantRun.write)
+RUN_ITEM_FIELDS = ("latency_s", "answer_latency_s", "cached")
+RUN_METRICS = frozenset({"latency_p50_s", "latency_p95_s", "latency_unmeasured", "cache_hit_rate"})
+
 
 class EvalItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -68,15 +72,43 @@ class VariantRun(BaseModel):
     items: list[EvalItem]
 
     def write(self, folder: Path) -> None:
-        """``variant.json`` (everything but items) and ``per_item.jsonl``, written atomically."""
+        """Three files, written atomically. ``variant.json`` (everything but the items) and ``per_item.jsonl``
+        hold what was evaluated and its results: the same whenever the same inputs are evaluated again, so DVC
+        tracks them. ``run.json`` holds what belongs to this run only — the MLflow run id, per-answer times,
+        cache hits, the strategies' execution counts — and is left out of DVC's hashes (``.dvcignore``): a
+        fresh ``make demo`` reproduces ``dvc.lock``."""
         from t2s.fileio import write_jsonl_atomic, write_text_atomic
 
-        write_jsonl_atomic(folder / "per_item.jsonl", (i.model_dump() for i in self.items))
-        write_text_atomic(folder / "variant.json", self.model_dump_json(exclude={"items"}, indent=2))
+        tracked, per_run = [], {}
+        for item in self.items:
+            row = item.model_dump()
+            mine = {k: row.pop(k) for k in RUN_ITEM_FIELDS}
+            if row["strategy_trace"] is not None:
+                row["strategy_trace"] = dict(row["strategy_trace"])
+                mine["executions"] = row["strategy_trace"].pop("executions", None)
+            tracked.append(row)
+            per_run[item.id] = mine
+        metrics = {k: v for k, v in self.metrics.items() if k not in RUN_METRICS}
+        write_jsonl_atomic(folder / "per_item.jsonl", tracked)
+        write_text_atomic(folder / "variant.json", self.model_copy(update={"metrics": metrics}).model_dump_json(
+            exclude={"items", "run_id"}, indent=2))
+        write_text_atomic(folder / RUN_FILE, json.dumps({
+            "run_id": self.run_id, "metrics": {k: v for k, v in self.metrics.items() if k in RUN_METRICS},
+            "items": per_run}, indent=1))
 
     @classmethod
     def read(cls, folder: Path) -> VariantRun:
         meta = json.loads((folder / "variant.json").read_text(encoding="utf-8"))
         items = [json.loads(line) for line in (folder / "per_item.jsonl").read_text(encoding="utf-8").splitlines()
                  if line.strip()]
+        run_file = folder / RUN_FILE
+        if run_file.is_file():  # absent from folders written before the split: those hold everything
+            run = json.loads(run_file.read_text(encoding="utf-8"))
+            meta = {**meta, "run_id": run.get("run_id"), "metrics": {**meta.get("metrics", {}), **run["metrics"]}}
+            for row in items:
+                mine = dict(run["items"].get(row["id"], {}))
+                executions = mine.pop("executions", None)
+                if executions is not None and row.get("strategy_trace") is not None:
+                    row["strategy_trace"]["executions"] = executions
+                row.update(mine)
         return cls.model_validate({**meta, "items": items})

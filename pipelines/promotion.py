@@ -79,15 +79,21 @@ def promotions_experiment() -> str:
         import mlflow
 
     exp = mlflow.get_experiment_by_name(AUDIT_EXPERIMENT)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return mlflow.create_experiment(AUDIT_EXPERIMENT, tags={"mlflow.note.content": (
-            "Every move of the champion alias: one run per promotion (it logs and registers the promoted bundle) "
-            "or rollback, with the audit record and the whole audit log as artifacts. The evaluation behind "
-            "a promotion is linked from the run's `t2s.variant_run_id` tag and from the model's page.")})
-    except mlflow.exceptions.MlflowException:  # created meanwhile by another process
-        return mlflow.get_experiment_by_name(AUDIT_EXPERIMENT).experiment_id
+    if exp is None:
+        try:
+            exp_id = mlflow.create_experiment(AUDIT_EXPERIMENT)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+            exp_id = mlflow.get_experiment_by_name(AUDIT_EXPERIMENT).experiment_id
+    else:
+        exp_id = exp.experiment_id
+        if "(#/experiments/" in exp.tags.get("mlflow.note.content", ""):
+            return exp_id
+    # The experiment's description, shown above every tab (it opens on an overview of traces it has none of).
+    _client().set_experiment_tag(exp_id, "mlflow.note.content", (
+        f"Every move of the champion alias: [one run per promotion or rollback](#/experiments/{exp_id}/runs) "
+        "(this overview stays empty: promotions log no traces). A promotion run logs and registers the promoted "
+        "bundle and holds the audit record; its description says why, and links the evaluation it promoted."))
+    return exp_id
 
 
 def _short(prompt: str, model: str | None, dataset: str | None) -> str:
@@ -107,6 +113,27 @@ def audit_run_name(record: dict[str, Any]) -> str:
     return f"{_short(record['to_prompt'], record.get('model'), record.get('dataset'))} → champion{forced} ({target})"
 
 
+def _description(record: dict[str, Any]) -> str:
+    """The run's description (Markdown): who moved what, why, and the evaluation behind it."""
+    lines = [f"**{record['action'].replace('_', ' ')}** by {record['actor']}: {record['to_prompt']} on "
+             f"{record.get('model') or '?'} is the champion (t2s-generator v{record['to_model_version']})"
+             + (f", was v{record['from_model_version']}" if record.get("from_model_version") else "") + "."]
+    if record.get("reason"):
+        lines.append(f"Reason: {record['reason']}")
+    lines += [f"- {r}" for r in (record.get("gate") or {}).get("reasons", [])]
+    if record.get("run_id"):
+        from mlflow.exceptions import MlflowException
+
+        from pipelines.mlflow_runs import evaluation_runs_url
+
+        try:
+            exp_id = _client().get_run(record["run_id"]).info.experiment_id
+            lines.append(f"\n[The evaluation run]({evaluation_runs_url('', exp_id, record['run_id'])})")
+        except MlflowException:  # the evaluation run was deleted since
+            pass
+    return "\n".join(lines)[:5000]
+
+
 def append_audit(settings: Settings, record: dict[str, Any], run_id: str | None = None) -> Path:
     """Append one JSON line (fsync'd) to the audit log and log the whole file to MLflow: to ``run_id`` (the
     promotion's run) or a new run of ``t2s/promotions``; the run is then ended."""
@@ -122,7 +149,7 @@ def append_audit(settings: Settings, record: dict[str, Any], run_id: str | None 
     client.set_tag(run_id, "mlflow.runName", audit_run_name(record))
     for key, value in {"t2s.action": record["action"], "t2s.actor": record["actor"],
                        "t2s.prompt": record["to_prompt"], "t2s.model_version": str(record["to_model_version"]),
-                       "mlflow.note.content": record.get("reason") or ""}.items():
+                       "mlflow.note.content": _description(record)}.items():
         client.set_tag(run_id, key, value)
     client.log_artifact(run_id, str(path), artifact_path="audit")
     client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "record.json")
@@ -185,6 +212,7 @@ def promote(challenger: VariantRun, champion_run: VariantRun | None, gate: GateC
         with mlflow.start_run(run_id=run.info.run_id):
             info = log_bundle(config)
         link_evaluated_model(challenger.run_id, info.model_id)
+        _log_measurements(run.info.run_id, challenger)
         record = _register(challenger, decision, previous, info, settings, force=force, reason=reason,
                            promotion_run_id=run.info.run_id)
     except BaseException:
@@ -192,6 +220,21 @@ def promote(challenger: VariantRun, champion_run: VariantRun | None, gate: GateC
         raise
     append_audit(settings, record, run_id=run.info.run_id)
     return record
+
+
+def _log_measurements(run_id: str, challenger: VariantRun) -> None:
+    """The promoted variant's headline figures on the promotion run (accuracy, what an answer costs)."""
+    from evals.budget import serving_cost
+    from pipelines.mlflow_runs import readable_metrics
+
+    cost = serving_cost(challenger)
+    figures = {"execution_accuracy": challenger.metrics.get("execution_accuracy"),
+               "valid_sql_rate": challenger.metrics.get("valid_sql_rate"), "p95_latency_s": cost.p95_latency_s,
+               "model_calls_per_answer": cost.model_calls_per_answer, "tokens_per_answer": cost.tokens_per_answer,
+               "cost_per_1k_answers_usd": cost.cost_per_1k_answers_usd}
+    client = _client()
+    for key, value in readable_metrics({k: v for k, v in figures.items() if v is not None}).items():
+        client.log_metric(run_id, key, value)
 
 
 def link_evaluated_model(eval_run_id: str, model_id: str) -> None:

@@ -201,8 +201,10 @@ def test_sweep_compare_promote_and_rollback(project: dict[str, Any]) -> None:
 
 
 def per_item(folder: Path, prompt: str) -> dict[str, dict[str, Any]]:
-    path = next((folder / "mini" / prompt).rglob("per_item.jsonl"))
-    return {i["id"]: i for i in map(json.loads, path.read_text().splitlines())}
+    from evals.records import VariantRun
+
+    variant = VariantRun.read(next((folder / "mini" / prompt).rglob("variant.json")).parent)
+    return {i.id: i.model_dump() for i in variant.items}
 
 
 def test_answer_latency_survives_the_cache_and_the_budget_decides_the_best(project: dict[str, Any]) -> None:
@@ -236,9 +238,12 @@ def test_answer_latency_survives_the_cache_and_the_budget_decides_the_best(proje
     board = run("leaderboard", str(root / "cmp" / "leaderboard.json"))
     assert board.exit_code == 0 and "budget" in board.output and "over" in board.output and "within" in board.output
     promoted = run("promote", "--best", "--sweep", "t2", "--params", str(params),
-                   "--decision-out", str(root / "decision.json"))
+                   "--decision-out", str(root / "decision.json"), "--outcome-out", str(root / "outcome.json"))
     assert promoted.exit_code == 0, promoted.output
     decision = json.loads((root / "decision.json").read_text())
+    assert json.loads((root / "outcome.json").read_text()) == {  # what DVC tracks: no ids, times or figures
+        "promoted": True, "challenger": "demo@1/compatible:fake-model", "action": "first_promotion",
+        "champion_before": None, "passed_over": ["demo@2/compatible:fake-model"]}
     assert decision["challenger"] == "demo@1/compatible:fake-model" and decision["promoted"] is True
     assert "demo@2/compatible:fake-model is over the serving budget" in decision["passed_over"][0]
     assert "gate.budget.p95_latency_s = 0.20 s" in decision["passed_over"][0]
@@ -328,7 +333,7 @@ def test_a_killed_sweep_resumes_without_counting_anything_twice(project: dict[st
     asked = [r["json"]["messages"][-1]["content"].rsplit("Question: ", 1)[-1] for r in fake.requests]
     # Each question reached the model at most once more than the killed run had finished (the one in flight).
     assert len(fake.requests) <= len(QUESTIONS) + 1 and set(asked) == set(GOLD_BY_QUESTION)
-    items = [json.loads(line) for line in next((project["root"] / "r").rglob("per_item.jsonl")).read_text().splitlines()]
+    items = list(per_item(project["root"] / "r", "demo@2").values())
     assert len(items) == len(QUESTIONS) and all(i["match"] for i in items)
     assert sum(i["cached"] for i in items) >= done_before - 1
     assert client.get_run(sweep.info.run_id).info.status == "FINISHED"  # resumed and done

@@ -11,12 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +20,8 @@ from evals.records import EvalItem
 from t2s.settings import get_settings
 from tests.browser import Browser, chromium_path
 from tests.fakes import Reply
-from tests.test_eval_pipeline import GOLD_BY_QUESTION, QUESTIONS, evaluate, mlflow_client, project  # noqa: F401
+from tests.mlflow_ui import serve, stop
+from tests.test_eval_pipeline import GOLD_BY_QUESTION, QUESTIONS, evaluate, mlflow_client, project, run  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "reports" / "test-artifacts" / "mlflow-ui"
@@ -98,8 +93,8 @@ def test_each_question_is_a_trace_with_its_verdicts_and_the_golden_set_is_linked
     golden = search_datasets(experiment_ids=[exp_id], filter_string="name LIKE 'mini@%'")
     assert len(golden) == 1 and len(golden[0].to_df()) == len(QUESTIONS)
     assert golden[0].tags["t2s.dataset_version"].startswith(golden[0].name.split("@")[1])
-    for run in runs.values():
-        names = {d.dataset.name for d in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    for variant_run in runs.values():
+        names = {d.dataset.name for d in client.get_run(variant_run.info.run_id).inputs.dataset_inputs}
         assert names == {"mini", golden[0].name}
 
     # Another run on the same dataset version reuses the golden set.
@@ -128,48 +123,16 @@ def test_exact_match_is_an_assessment_only_when_computed() -> None:
     assert again.trace_id == info.trace_id  # logging the same run again does not duplicate questions
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(root: Path, uri: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            break
-    _stop(proc)
-    raise AssertionError("mlflow server did not answer /health within 90 s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its workers
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _question_block(text: str, qid: str) -> str:
     """The part of the page's text for one question row: from its question to the next one."""
     start = text.index(TEXT_BY_ID[qid])
     ends = [text.find(q, start + 1) for q in TEXT_BY_ID.values() if q != TEXT_BY_ID[qid]]
     return text[start:min([e for e in ends if e > start] or [len(text)])]
+
+
+CHECKED_ROWS = ("Array.from(document.querySelectorAll('input[type=checkbox]')).filter(c => c.checked).map(c => {"
+                " let e = c; for (let i = 0; i < 10 && e; i++) { e = e.parentElement;"
+                " if (e && e.getAttribute('role') === 'row') break; } return e ? e.textContent : ''; })")
 
 
 @pytest.mark.slow
@@ -180,9 +143,13 @@ def test_a_reviewer_sees_questions_verdicts_and_flips_in_the_mlflow_ui(project: 
         pytest.skip("chromium is not installed (infra/local/install_system_deps.sh installs it)")
     project["fake"].responder = disagreeing
     assert evaluate(project, "s1").exit_code == 0
-    exp_id, runs = variant_runs(mlflow_client())
+    client = mlflow_client()
+    exp_id, runs = variant_runs(client)
     v1, v2 = runs["demo@1"].info.run_id, runs["demo@2"].info.run_id
-    server, url = _serve(project["root"], get_settings().mlflow_tracking_uri)
+    promoted = run("promote", v2)  # the champion's evaluation run must stay an evaluation run
+    assert promoted.exit_code == 0, promoted.output
+    (promotion,) = client.search_runs([client.get_experiment_by_name("t2s/promotions").experiment_id])
+    server, url = serve(project["root"], get_settings().mlflow_tracking_uri)
     try:
         with Browser(1600, 1000) as browser:
             page = browser.page()
@@ -193,34 +160,41 @@ def test_a_reviewer_sees_questions_verdicts_and_flips_in_the_mlflow_ui(project: 
             link = page.evaluate("Array.from(document.querySelectorAll('a[target=_blank]'))"
                                  ".map(a => a.getAttribute('href')).find(h => h && h.endsWith('/evaluation-runs'))")
             assert link == f"#/experiments/{exp_id}/evaluation-runs"  # the markdown link opens a new tab
-            page.goto(f"{url}/{link}")
-            listing = page.wait_for_text("v1 · compatible:fake-model", "v2 · compatible:fake-model",
-                                         "execution_accuracy")
-            assert "sweep s1" in listing
+
+            # The link `t2s promote` prints selects the champion's run, still listed among the evaluation runs.
+            page.goto(f"{url}/#/experiments/{exp_id}/evaluation-runs?selectedRunUuid={v2}")
+            listing = page.wait_for_text("demo v1 · fake-model · mini", "demo v2 · fake-model · mini",
+                                         "execution_accuracy", "sweep s1")
+            checked = page.evaluate(CHECKED_ROWS)
+            assert len(checked) == 1 and "demo v2 · fake-model · mini" in checked[0], (checked, listing[-2000:])
             page.click('[data-component-id="mlflow.assistant.chat_panel.close"]')
             page.screenshot(ARTIFACTS / "01-evaluation-runs.png")
 
+            # Every question of a run with its verdicts: booleans, no string assessment (its arrows would
+            # compare error classes alphabetically).
             page.goto(f"{url}/#/experiments/{exp_id}/runs/{v2}/traces")
-            rows = page.wait_for_text(*TEXT_BY_ID.values(), "execution_match", "wrong_result", "8 of 8")
-            assert "True" in _question_block(rows, "q5") and "wrong_result" in _question_block(rows, "q1")
-            assert "wrong_result" not in _question_block(rows, "q5")
+            rows = page.wait_for_text(*TEXT_BY_ID.values(), "execution_match", "valid_sql", "8 of 8")
+            assert "True" in _question_block(rows, "q5") and "False" in _question_block(rows, "q1")
+            assert "False" not in _question_block(rows, "q5") and "STRING" not in rows
             page.screenshot(ARTIFACTS / "02-run-questions.png")
 
-            page.goto(f"{url}/#/experiments/{exp_id}/evaluation-runs?selectedRunUuid={v2}&compareToRunUuid={v1}")
-            compared = page.wait_for_text("Comparing", *TEXT_BY_ID.values(), "wrong_result")
-            flipped, same = _question_block(compared, "q5"), _question_block(compared, "q2")
-            assert "True" in flipped and "False" in flipped and "wrong_result" in flipped
-            assert "False" not in same and "wrong_result" not in same
-            page.screenshot(ARTIFACTS / "03-compare-v2-to-v1.png")
-
-            # The same comparison full width, from the run page (with a "compare to" picker).
+            # Question by question against v1, from the run page (the "compare to" picker).
             page.goto(f"{url}/#/experiments/{exp_id}/runs/{v2}/traces?compareToRunUuid={v1}")
-            compared = page.wait_for_text("compare to", *TEXT_BY_ID.values(), "wrong_result", "execution_match")
+            compared = page.wait_for_text("compare to", *TEXT_BY_ID.values(), "execution_match")
+            flipped, same = _question_block(compared, "q5"), _question_block(compared, "q2")
+            assert "True" in flipped and "False" in flipped
+            assert "False" not in same
             assert "True" in _question_block(compared, "q1") and "False" in _question_block(compared, "q1")
-            page.screenshot(ARTIFACTS / "04-run-compare.png")
+            page.screenshot(ARTIFACTS / "03-run-compare.png")
 
             # The run's overview links the prompt version it used.
             page.goto(f"{url}/#/experiments/{exp_id}/runs/{v2}")
             page.wait_for_text("Registered prompts", "demo (v2)", "execution_accuracy")
+
+            # The promotion: a readable run of t2s/promotions with the registered model and the way back.
+            page.goto(f"{url}/#/experiments/{promotion.info.experiment_id}/runs/{promotion.info.run_id}")
+            page.wait_for_text("demo v2 · fake-model · mini → champion (t2s-generator v1)", "first promotion",
+                               "The evaluation run", "t2s-generator", "execution_accuracy")
+            page.screenshot(ARTIFACTS / "04-promotion-run.png")
     finally:
-        _stop(server)
+        stop(server)
