@@ -189,19 +189,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, _STATUS_TYPES.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail),
                       headers=headers)
 
-    # 503s whose message carries internal detail (a registry URI, a file path, Redis's address): the caller
-    # gets a fixed message, the log gets the detail.
+    # 503s whose message carries internal detail (a registry URI, a file path, Redis's address): a caller
+    # gets a fixed message, an admin (everyone without auth, on loopback) the detail, the log always.
     public_503 = {VariantUnavailable: "the experiment's variant is not loaded; an admin can see why in "
                                       "/health/ready, and POST /admin/reload after fixing it",
                   LimiterUnavailable: "rate-limit storage is unreachable; retry later"}
 
     @app.exception_handler(Text2SQLError)
-    async def _domain(_request: Request, exc: Text2SQLError) -> JSONResponse:
+    async def _domain(request: Request, exc: Text2SQLError) -> JSONResponse:
         for cls, status, type_ in mapping:
             if isinstance(exc, cls):
                 public = next((m for c, m in public_503.items() if isinstance(exc, c)), None)
                 if public is not None:
                     log.error("%s: %s", type_, exc)
+                    principal = getattr(request.state, "principal", None)
+                    if principal is not None and principal.is_admin:
+                        public = None
                 return _error(status, type_, public or str(exc), headers=_headers(exc))
         log.error("unhandled platform error: %s", exc)
         return _error(500, "server_error", f"internal error ({type(exc).__name__}); see the service log")

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 
 from serving.app import create_app
 from tests.serving_prod_support import write_api_keys
@@ -28,7 +28,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, fake: Fa
     root = tmp_path_factory.mktemp("schemathesis")
     reg = build_registry(root, shop_db, fake.url)
     s = make_settings(reg, f"sqlite:///{root / 'serving.db'}", write_experiment(root / "ab.yaml"),
-                      serve_auth="required",
+                      serve_auth="required", serve_user_hash_key="schemathesis-user-hash-key",
                       serve_api_keys_file=write_api_keys(root / "keys.json", {"fuzz": (ADMIN_KEY, "admin")}),
                       serve_rate_limit="100000/minute", serve_rate_limit_other="100000/minute", serve_metrics="none")
     app = create_app(s)
