@@ -288,11 +288,11 @@ def test_the_reviewer_labels_with_the_keyboard(chromium: Any, dev_server: str) -
     for q in ("Customers", "Orders per city", "Total amount"):
         ask(page, q)
     page.goto(f"{dev_server}/app/review")
-    page.wait_for_selector("#review-view:not([hidden])")
+    page.wait_for_selector("#review-item[data-loads='1'] article")  # the random sample it opens with
     page.select_option("#review-sample", "recent")
     page.click("#review-load")
+    page.wait_for_selector("#review-item[data-loads='2'] article")
     card = page.locator("#review-item article")
-    card.wait_for()
     first_id = card.get_attribute("data-query-id")
     page.locator("body").focus()
     page.keyboard.press("r")

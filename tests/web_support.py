@@ -177,16 +177,16 @@ class CognitoStandIn:
 
 # --- fixtures of the web app's tests (registered as a pytest plugin in tests/conftest.py) ----------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def analyst_model() -> Iterator[FakeOpenAI]:
-    """The scripted analyst (:func:`analyst`) on loopback, one per test module."""
+    """The scripted analyst (:func:`analyst`) on loopback, shared by the web tests."""
     server = start_fake()
     server.responder = analyst
     yield server
     server.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def web_registry(tmp_path_factory: pytest.TempPathFactory, shop_db: Path, analyst_model: FakeOpenAI) -> dict[str, Any]:
     """Two registered bundles whose prompt shows the conversation, answering through the scripted analyst."""
     return build_registry(tmp_path_factory.mktemp("web"), shop_db, analyst_model.url, prompt=conversation_prompt)

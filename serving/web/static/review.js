@@ -6,7 +6,7 @@ import { dryRunView, labelBox, message, sqlBlock } from "./answer.js";
 import { announce, h, showAlert } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { items: [], at: 0, box: null, run: null };
+const state = { items: [], at: 0, box: null, run: null, loads: 0 };
 
 export function startReview(me) {
   const variants = $("review-variant");
@@ -26,6 +26,8 @@ async function load() {
     const r = await api("GET", `/v1/review/queries?${params}`);
     state.items = r.items;
     state.at = 0;
+    state.loads += 1;
+    $("review-item").dataset.loads = String(state.loads);  // which load is shown (tests wait on it)
     announce(`${r.items.length} of ${r.matching} matching answers loaded.`);
     render();
   } catch (err) {
