@@ -191,3 +191,18 @@ def test_half_or_unsafe_sign_in_settings_refuse_to_start(web_registry: dict[str,
     settings = oauth_settings(web_registry, tmp_path, cognito, **change)
     with pytest.raises(ConfigError, match=message), TestClient(create_app(settings), base_url=APP):
         pass
+
+
+def test_sign_in_attempts_are_limited_per_address_and_a_new_sign_in_ends_the_old_session(
+        web_registry: dict[str, Any], tmp_path: Path, cognito: CognitoStandIn) -> None:
+    settings = oauth_settings(web_registry, tmp_path, cognito, serve_rate_limit_other="4/minute")
+    with TestClient(create_app(settings), base_url=APP) as c:
+        sign_in(c)
+        first = c.cookies.get(SESSION_COOKIE)
+        sign_in(c)
+        second = c.cookies.get(SESSION_COOKIE)
+        assert first and second and first != second
+        c.cookies.set(SESSION_COOKIE, first)
+        assert c.get("/app/api/me").json()["signed_in"] is False  # the earlier session is gone
+        statuses = [c.get("/app/login", follow_redirects=False).status_code for _ in range(3)]
+        assert statuses == [303, 303, 429]  # 4 per minute from this address, two spent above

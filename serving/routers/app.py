@@ -130,6 +130,9 @@ async def login(request: Request, next: str | None = None) -> Response:
     sessions = _sessions(request)
     if sessions is None:
         return RedirectResponse("/app", status_code=303, headers=_headers())
+    # each attempt is stored for 10 minutes: count them per address, like any unauthenticated caller
+    client = request.client.host if request.client else "unknown"
+    await to_thread.run_sync(request.app.state.rate_limiter.hit, f"sign-in:{client}", "other")
     url, binding = await to_thread.run_sync(sessions.begin, next)
     response = RedirectResponse(url, status_code=303, headers=_headers())
     response.set_cookie(LOGIN_COOKIE, binding, max_age=int(LOGIN_TTL_S), path="/", secure=True, httponly=True,
@@ -161,6 +164,8 @@ async def callback(request: Request, code: str | None = None, state: str | None 
         cookie, where = await to_thread.run_sync(sessions.finish, code, state, binding)
     except SignInFailed as exc:
         return _failed_page(str(exc))
+    # a session this browser had before ends: one browser, one session, a new cookie value at each sign-in
+    await to_thread.run_sync(sessions.end, cookie_value(request.scope["headers"], SESSION_COOKIE))
     response = RedirectResponse(where, status_code=303, headers=_headers())
     response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
     response.set_cookie(SESSION_COOKIE, cookie, max_age=int(sessions.ttl_s), path="/", secure=True, httponly=True,
