@@ -381,6 +381,9 @@ def test_api_task_is_wired_to_the_pool_its_clients_and_its_secrets(env: dict[str
     assert {"serve_jwt_admin_groups", "serve_jwt_reviewer_groups", "serve_user_hash_key"} <= set(Settings.model_fields)
     # the user-hash key is a generated secret (the service refuses the built-in default with auth required)
     assert "UserHashKey" in sec["T2S_SERVE_USER_HASH_KEY"]
+    # client addresses behind the ALB: X-Forwarded-* are believed from the VPC's own range only
+    forwarded = e["T2S_SERVE_FORWARDED_ALLOW_IPS"]["Fn::Join"][1]
+    assert forwarded[0] == '["' and forwarded[2] == '"]' and "CidrBlock" in json.dumps(forwarded[1])
     (hash_key,) = [v for k, v in resources(env["data"], "AWS::SecretsManager::Secret").items() if k.startswith("UserHashKey")]
     assert hash_key["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32
     # the API's own database user, never the master; the master only reaches the init container

@@ -125,6 +125,9 @@ def build_serving_stack(scope: Any, stack_id: str, cfg: EnvConfig, network: Any,
                                    "?sslmode=require",
             **db_environment("api"),
             "T2S_SERVE_DATABASES": json.dumps(cfg.serve_databases),
+            # only the load balancer reaches the tasks (security group): its X-Forwarded-For/-Proto, from
+            # inside the VPC, name the real client (per-address limits) and the https scheme (HSTS)
+            "T2S_SERVE_FORWARDED_ALLOW_IPS": cdk.Fn.join("", ['["', network.vpc.vpc_cidr_block, '"]']),
             "T2S_REDIS_URL": f"rediss://{data.redis.attr_primary_end_point_address}:6379/0",
             "MLFLOW_TRACKING_URI": tracking["url"], "MLFLOW_TRACKING_USERNAME": "serving",
             "T2S_LLM_PROVIDER": "openai",
