@@ -31,7 +31,11 @@ _SOURCE_RANK = {"reviewer": 2, "owner": 1, "unverified": 0}
 
 def question_key(question: str, database: str) -> tuple[str, str]:
     """Questions that are the same for a golden set: NFKC, case-folded, runs of spaces collapsed, trailing
-    ``?``, ``.``, ``!`` dropped."""
+    ``?``, ``.``, ``!`` dropped.
+
+    Stricter than the experiment report's :func:`serving.questions.normalized_question`, which drops every
+    symbol: pooling "> 5" with "< 5" into one cluster only widens the report's intervals (conservative),
+    while merging them here would fold two golden items into one."""
     text = " ".join(unicodedata.normalize("NFKC", question).casefold().split())
     return text.rstrip(" ?.!"), database
 
