@@ -162,6 +162,8 @@ def rows_of(card: Any) -> list[list[str]]:
 
 def test_ask_follow_up_chart_label_and_the_report_counts_it(chromium: Any, dev_server: str,
                                                              tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     page = new_page(chromium)
     page.goto(f"{dev_server}/app")
     page.wait_for_selector("#ask-view:not([hidden])")
@@ -171,8 +173,7 @@ def test_ask_follow_up_chart_label_and_the_report_counts_it(chromium: Any, dev_s
     assert "GROUP BY" in first.locator("pre.sql").inner_text()
     assert first.locator("pre.sql .kw").count() >= 5  # highlighted
     assert sorted(rows_of(first)) == [["Lyon", "3"], ["Paris", "3"]]
-    first.locator(".view[data-kind='bar'] .main-svg").first.wait_for()
-    assert first.locator(".view .bars .point").count() == 2
+    expect(first.locator(".view[data-kind='bar'] .bars .point")).to_have_count(2)  # one bar per city
 
     second = ask(page, "Only in March")
     assert "2024-03-01" in second.locator("pre.sql").inner_text()
