@@ -85,8 +85,11 @@ async function ask() {
       answer = await api("POST", `/v1/sessions/${encodeURIComponent(conversation.id)}/questions`, { question });
     } catch (err) {
       if (!(err instanceof ApiError) || err.type !== "unknown_session") throw err;
-      conversation.id = (await api("POST", "/v1/sessions", { database })).session_id;  // expired: start again
+      // the conversation expired: the question starts a new one, and the page says so (no earlier turns now)
+      conversation.id = (await api("POST", "/v1/sessions", { database })).session_id;
+      $("thread").replaceChildren(pending);
       answer = await api("POST", `/v1/sessions/${encodeURIComponent(conversation.id)}/questions`, { question });
+      showAlert("The earlier conversation had expired, so this question started a new one without it.");
     }
     pending.replaceWith(turnView(question, answer, database));
     input.value = "";
