@@ -86,13 +86,28 @@ class GeneratorBundle(mlflow.pyfunc.PythonModel):
             if db_id not in targets:
                 targets[db_id] = open_db(ds, db_id, get_settings().postgres_dsn)
             gen = generator.generate(str(row["question"]), targets[db_id], evidence=row.get("evidence"),
-                                     question_id=str(row.get("id") or i))
+                                     question_id=str(row.get("id") or i), context=_context(row.get("context")))
             out = {"id": gen.question_id, **{c: getattr(gen, c) for c in OUTPUT_COLUMNS if c not in ("id", "trace")}}
             out["trace"] = json.dumps(gen.trace, default=str) if gen.trace is not None else ""
             rows.append(out)
         for t in targets.values():
             t.close()
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
+
+
+def _context(raw: Any) -> tuple[Any, ...]:
+    """The optional ``context`` input: a JSON list of earlier turns (``{"question", "sql"}``), oldest first."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from t2s.datasets import Turn
+
+    if raw is None or raw == "" or (isinstance(raw, float) and raw != raw):  # absent, or NaN from pandas
+        return ()
+    try:
+        return tuple(TypeAdapter(list[Turn]).validate_json(str(raw)))
+    except ValidationError as exc:
+        raise ConfigError(f"input column 'context' must be a JSON list of {{question, sql}} turns: "
+                          f"{exc.errors()[0]['msg']}") from None
 
 
 def bundle_config(prompt_uri: str, provider: str, model: str, dataset: str | Path,
@@ -104,12 +119,13 @@ def bundle_config(prompt_uri: str, provider: str, model: str, dataset: str | Pat
 
 
 def bundle_signature() -> Any:
-    """question required; db_id, id and evidence optional; params base_url and dataset."""
+    """question required; db_id, id, evidence and context (the conversation before a follow-up, JSON)
+    optional; params base_url and dataset."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("string", "question"), *(ColSpec("string", c, required=False)
-                                                        for c in ("db_id", "id", "evidence"))])
+                                                        for c in ("db_id", "id", "evidence", "context"))])
     types = {"latency_s": "double", "prompt_tokens": "long", "completion_tokens": "long", "cached": "boolean",
              "model_calls": "long"}
     outputs = Schema([ColSpec(types.get(c, "string"), c) for c in OUTPUT_COLUMNS])

@@ -8,8 +8,10 @@ earlier turns; one without it renders exactly as before.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from t2s.datasets import load_dataset
 from t2s.execution import SqliteTarget
 from t2s.generator import SqlGenerator
 from t2s.prompts import PromptLibrary
+from tests.web_support import FOLLOW_UPS, NO_CONTEXT_SQL
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLLOWUPS = ROOT / "datasets" / "bank-followups"
@@ -71,3 +74,27 @@ def test_the_conversation_reaches_versions_that_declare_it_and_no_other(bank_db:
         assert plain.messages(ex.question, target, context=ex.context) == plain.messages(ex.question, target)
     finally:
         target.close()
+
+
+def test_the_promoted_bundle_takes_the_conversation_too(web_registry: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """``models:/t2s-generator@champion`` answers a follow-up from the ``context`` column, like serving."""
+    import mlflow
+    import pandas as pd
+
+    from t2s.bundle import load_bundle
+    from t2s.settings import get_settings
+
+    monkeypatch.setenv("T2S_LLM_API_KEY", "test-key")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", web_registry["tracking_uri"])
+    get_settings.cache_clear()
+    mlflow.set_tracking_uri(web_registry["tracking_uri"])
+    (follow_up, first), sql = next(iter(FOLLOW_UPS.items()))
+    conversation = json.dumps([{"question": first, "sql": "SELECT 1"}])
+    out = load_bundle("models:/t2s-generator@champion").predict(pd.DataFrame([
+        {"question": follow_up, "db_id": "shop", "context": conversation},
+        {"question": follow_up, "db_id": "shop", "context": None}]))
+    assert list(out["sql"]) == [sql, NO_CONTEXT_SQL]
+    with pytest.raises(Exception, match="context"):
+        load_bundle("models:/t2s-generator@champion").predict(pd.DataFrame([
+            {"question": follow_up, "db_id": "shop", "context": '[{"sql": "no question"}]'}]))
