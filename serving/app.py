@@ -246,7 +246,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.metrics.close()
             raise
         app.state.service = service
-        start_web(app, s, service, oauth)
+        try:
+            start_web(app, s, service, oauth)
+        except BaseException:  # e.g. Redis for conversations unreachable: close what is open, then fail the start
+            await anyio.to_thread.run_sync(app.state.metrics.close)
+            await anyio.to_thread.run_sync(service.close)
+            raise
         app.state.reload_seen = await anyio.to_thread.run_sync(service.store.generation, reload.COUNTER)
         follower = asyncio.create_task(reload.follow(app.state, s.serve_reload_poll_s))
         # Everything loaded so far (mlflow, sqlglot, the bundles) lives as long as the process: moved out of

@@ -23,8 +23,6 @@ def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.delenv("T2S_POSTGRES_DSN", raising=False)
     # a served app with auth required refuses the built-in user-hash key; tests that do not care use this one
     monkeypatch.setenv("T2S_SERVE_USER_HASH_KEY", "tests-user-hash-key-0123456789")
-    # a served app with auth required refuses the built-in user-hash key; tests that do not care use this one
-    monkeypatch.setenv("T2S_SERVE_USER_HASH_KEY", "tests-user-hash-key-0123456789")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
