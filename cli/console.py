@@ -13,7 +13,7 @@ from t2s.errors import Text2SQLError
 # Logs and CI capture output without a terminal (rich then writes no colour codes): tables are laid out for
 # 100 columns there, not rich's 80, and the platform's own tables are designed to fit in 100.
 console = Console(width=None if Console().is_terminal else 100)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 100)
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ def eval_cmd(
         experiment_id,
         log_failed_variant,
         log_variant,
+        run_label,
         sweep_runs,
         ui_base,
     )
@@ -124,7 +125,7 @@ def eval_cmd(
                                 name, version = parse_ref(ref)
                                 pf = library.get(name, int(version or 0))
                                 vname = variant_name(ref, m)
-                                task = progress.add_task(f"{ds.name} · {vname}", total=n_items)
+                                task = progress.add_task(run_label(vname, ds.name), total=n_items)
                                 folder = config.out_dir / ds.name / ref / slug(m.label)
                                 try:
                                     variant = evaluate_cell(ds, pf, m, client, config, postgres_dsn=settings.postgres_dsn,
@@ -136,7 +137,7 @@ def eval_cmd(
                                     results.append(variant)
                                 except (LLMError, Text2SQLError) as exc:
                                     failures += 1
-                                    progress.update(task, description=f"[red]{ds.name} · {vname}: failed[/]")
+                                    progress.update(task, description=f"[red]{run_label(vname, ds.name)}: failed[/]")
                                     log_failed_variant(vname, str(exc), exp_id=exp, parent_run_id=parent, dataset=ds.name,
                                                        tags={"t2s.sweep_id": sweep, "t2s.variant": vname})
                                     err_console.print(f"[red]variant {vname} could not run:[/] {exc}")

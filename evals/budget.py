@@ -9,8 +9,11 @@ from a variant's evaluated items (:class:`evals.records.EvalItem`), per answer:
   (every model call, repair and candidate execution of the version's strategy), with each model call that
   the completion cache answered counted at the time it took when it was made, so a rerun from the cache
   keeps the real figure. The sweep runs one question per local model server at a time, as serving does
-  (README "Serving budgets" has the measured comparison with ``t2s serve``). With fewer than 59 answers the
-  sample p95 is not an upper confidence bound of the true p95; it is a point estimate, reported as such.
+  (README "Serving budgets" has the measured comparison with ``t2s serve``). Each worker's first answer in
+  a cell (:attr:`EvalItem.cold_start`) is left out: its server had not yet cached the prompt's shared
+  prefix (the database's schema), which a serving process pays once per server and database, not per
+  answer; the slowest of them is reported beside the p95. With fewer than 59 answers the sample p95 is not
+  an upper confidence bound of the true p95; it is a point estimate, reported as such.
 - **model calls** and **tokens** (prompt + completion): means over the answers;
 - **cost per 1,000 answers** (USD): the metric ``cost_per_1k_answers_usd`` the evaluation derives from the
   model's prices per 1,000 tokens (``eval.models[].price_per_1k_input/output``); a local model costs
@@ -61,12 +64,14 @@ class ServingCost:
     """What an answer of a variant costs; ``None``: not measured."""
 
     answers: int
-    latency_measured: int  # answers whose latency is known
+    warm_answers: int  # answers that were not their worker's first (the percentiles are over these)
+    latency_measured: int  # warm answers whose latency is known
     p50_latency_s: float | None  # None unless every answer's latency is known
     p95_latency_s: float | None
     model_calls_per_answer: float | None
     tokens_per_answer: float | None
     cost_per_1k_answers_usd: float | None
+    cold_start_s: float | None = None  # the slowest first answer of a worker (a cold server prefix)
 
 
 @dataclass
@@ -99,20 +104,23 @@ def _answer_latency(item: EvalItem) -> float | None:
 
 
 def answer_latencies(items: list[EvalItem]) -> list[float]:
-    """The measured per-answer latencies of ``items`` (answers without a measurement left out)."""
-    return [x for x in map(_answer_latency, items) if x is not None]
+    """The measured per-answer latencies of the warm answers among ``items`` (cold starts and answers
+    without a measurement left out)."""
+    return [x for i in items if not i.cold_start for x in [_answer_latency(i)] if x is not None]
 
 
 def serving_cost(run: VariantRun) -> ServingCost:
     items = run.items
     n = len(items)
+    warm = [i for i in items if not i.cold_start]
     latencies = answer_latencies(items)
+    cold = [x for i in items if i.cold_start for x in [_answer_latency(i)] if x is not None]
     cost = run.metrics.get("cost_per_1k_answers_usd")
     if cost is None and run.provider == "local":
         cost = 0.0
-    complete = bool(latencies) and len(latencies) == n
+    complete = bool(latencies) and len(latencies) == len(warm)
     return ServingCost(
-        answers=n, latency_measured=len(latencies),
+        answers=n, warm_answers=len(warm), latency_measured=len(latencies), cold_start_s=max(cold, default=None),
         p50_latency_s=statistics.median(latencies) if complete else None,
         p95_latency_s=p95(latencies) if complete else None,
         model_calls_per_answer=sum(i.model_calls for i in items) / n if n else None,
@@ -136,10 +144,10 @@ _LABELS = {"p95_latency_s": "p95 latency per answer", "model_calls_per_answer": 
 
 def _missing_reason(name: str, run: VariantRun, cost: ServingCost) -> str:
     if name == "p95_latency_s":
-        if cost.answers == 0:
-            return "there are no answers to measure"
-        return (f"the latency of {cost.answers - cost.latency_measured} of {cost.answers} answers was not "
-                "measured (their model calls came from the completion cache before call times were kept: "
+        if cost.warm_answers == 0:
+            return "there are no answers after each server's first to measure"
+        return (f"the latency of {cost.warm_answers - cost.latency_measured} of {cost.warm_answers} answers was "
+                "not measured (their model calls came from the completion cache before call times were kept: "
                 "evaluate again with an empty T2S_CACHE_DIR)")
     if name == "cost_per_1k_answers_usd":
         return (f"model {run.model} ({run.provider}) has no price: set price_per_1k_input and "
@@ -162,7 +170,13 @@ def check_budget(run: VariantRun, budget: Budget | None) -> BudgetCheck | None:
             over.append(f"{_LABELS[name]} {_fmt(name, value)} exceeds {BUDGET_FIELD}.{name} = {_fmt(name, limit)}")
         else:
             fits.append(f"{_LABELS[name]} {_fmt(name, value)} ≤ {_fmt(name, limit)}")
-    sample = f" (p95 over {cost.answers} answers)" if "p95_latency_s" in budget.limits and cost.answers else ""
+    sample = ""
+    if "p95_latency_s" in budget.limits and cost.warm_answers:
+        sample = f" (p95 over {cost.warm_answers} answers"
+        if cost.cold_start_s is not None:
+            sample += (f"; the {cost.answers - cost.warm_answers} first answers of a server took up to "
+                       f"{cost.cold_start_s:.1f} s")
+        sample += ")"
     if missing:
         details = "; ".join(f"{_LABELS[m]}: {_missing_reason(m, run, cost)}" for m in missing)
         reason = f"{run.variant} cannot be checked against the serving budget ({BUDGET_FIELD}): {details}."

@@ -86,16 +86,21 @@ def summarize(verdicts: Iterable[ItemVerdict]) -> Metrics:
 
 
 def item_metrics(items: Sequence[EvalItem]) -> dict[str, float]:
-    """What a cell's items cost: latency per answer as if nothing were cached (:mod:`evals.budget`; the
-    percentiles over the answers whose latency is known, ``latency_unmeasured`` counting the others), tokens,
-    model calls, cache hits, and the rate of each generation failure."""
+    """What a cell's items cost: latency per answer as if nothing were cached (:mod:`evals.budget`: the
+    percentiles over the answers after each worker's first whose latency is known, ``latency_unmeasured``
+    counting the others, ``latency_cold_start_s`` the slowest first answer), tokens, model calls, cache
+    hits, and the rate of each generation failure."""
     from evals.budget import answer_latencies, p95
 
     latencies = answer_latencies(list(items))
     n = max(1, len(items))
     timing = {"latency_p50_s": statistics.median(latencies), "latency_p95_s": p95(latencies)} if latencies else {}
-    if len(latencies) < len(items):
-        timing["latency_unmeasured"] = float(len(items) - len(latencies))
+    warm = sum(not i.cold_start for i in items)
+    if len(latencies) < warm:
+        timing["latency_unmeasured"] = float(warm - len(latencies))
+    cold = [i.answer_latency_s for i in items if i.cold_start and i.answer_latency_s is not None]
+    if cold:
+        timing["latency_cold_start_s"] = max(cold)
     prompt_tokens = sum(i.prompt_tokens for i in items)
     completion_tokens = sum(i.completion_tokens for i in items)
     gen_errors = Counter(i.error_class for i in items if i.pred_sql is None and i.error_class)

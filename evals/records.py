@@ -11,8 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 RUN_FILE = "run.json"  # a variant folder's run-specific part (see VariantRun.write)
-RUN_ITEM_FIELDS = ("latency_s", "answer_latency_s", "cached")
-RUN_METRICS = frozenset({"latency_p50_s", "latency_p95_s", "latency_unmeasured", "cache_hit_rate"})
+RUN_ITEM_FIELDS = ("latency_s", "answer_latency_s", "cold_start", "cached")
+RUN_METRICS = frozenset({"latency_p50_s", "latency_p95_s", "latency_unmeasured", "latency_cold_start_s",
+                         "cache_hit_rate"})
 
 
 class EvalItem(BaseModel):
@@ -36,6 +37,9 @@ class EvalItem(BaseModel):
     # Seconds the answer takes without the completion cache: latency_s with every cached model call counted at
     # the time it took when it was made (None: a cached call's time is unknown). The serving budget's latency.
     answer_latency_s: float | None = None
+    # The first answer of its worker in the cell: its model server had not seen the prompt's shared prefix yet
+    # (a served database's schema stays in the server's cache); kept out of the budget's percentiles.
+    cold_start: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False

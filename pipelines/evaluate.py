@@ -9,6 +9,7 @@ cached (:mod:`pipelines.call_times`): the serving budget of the promotion gate i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -147,10 +148,15 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
     items = select_items(dataset.examples, config.limit_for(dataset.name), config.limit_mode)
     subset = Dataset(dataset.root, dataset.manifest, items)
     answer_latency: dict[str | None, float | None] = {}
+    cold: set[str | None] = set()
+    workers_seen: set[int] = set()
     _preload_client_modules()
 
     def done(g: Generation) -> None:  # in the worker thread that generated g, right after its last call
         answer_latency[g.question_id] = timed.answer_latency(g.latency_s)
+        if threading.get_ident() not in workers_seen:  # this worker's first answer: a cold server prefix
+            workers_seen.add(threading.get_ident())
+            cold.add(g.question_id)
         if on_done:
             on_done(g)
 
@@ -174,6 +180,7 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
             gold_sql=ex.gold_sql, pred_sql=g.sql, match=v.match, error_class=error, exact_match=v.exact_match,
             valid_sql=v.valid_sql and g.sql is not None, detail=detail, gold_preview=v.gold_preview or "",
             pred_preview=v.pred_preview or "", latency_s=g.latency_s, answer_latency_s=answer_latency.get(ex.id),
+            cold_start=ex.id in cold,
             prompt_tokens=g.prompt_tokens,
             completion_tokens=g.completion_tokens, cached=g.cached, **strategy_fields(g)))
     summary = summarize(v for v, _ in verdicts)

@@ -221,6 +221,7 @@ def test_answer_latency_survives_the_cache_and_the_budget_decides_the_best(proje
     assert evaluate(project, "t1").exit_code == 0
     first = per_item(root / "reports", "demo@2")
     assert all(i["answer_latency_s"] >= 0.3 and not i["cached"] for i in first.values())
+    assert 1 <= sum(i["cold_start"] for i in first.values()) <= 4  # each worker's first answer (4 in flight)
     fast = per_item(root / "reports", "demo@1")
     assert all(i["answer_latency_s"] < 0.3 for i in fast.values()), [i["answer_latency_s"] for i in fast.values()]
     asked = len(project["fake"].requests)

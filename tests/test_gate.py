@@ -224,3 +224,19 @@ def test_no_budget_no_budget_check() -> None:
         Budget(p95_latency_s=0)
     with pytest.raises(ValueError, match="tokens_per_answer"):
         Budget(tokens_per_answer=float("nan"))
+
+
+def test_each_servers_first_answer_is_reported_not_counted() -> None:
+    """A worker's first answer waits for its server to read the schema prefix once; the p95 is over the others."""
+    chall, _ = make_pair({"easy": (10, 0, 0, 10)})
+    items = [i.model_copy(update={"answer_latency_s": 40.0 if k < 2 else 1.0 + k / 100, "cold_start": k < 2})
+             for k, i in enumerate(chall.items)]
+    run = chall.model_copy(update={"items": items})
+    d = decide(run, None, GatePolicy(budget=Budget(p95_latency_s=3.0)))
+    assert d.passed and d.budget is not None and d.budget.cost.p95_latency_s == pytest.approx(1.19)  # 18th of 18
+    assert "(p95 over 18 answers; the 2 first answers of a server took up to 40.0 s)" in d.reasons[1]
+    assert d.budget.cost.cold_start_s == 40.0 and d.budget.cost.warm_answers == 18
+    # Only first answers: nothing to measure, and the gate says so.
+    only_cold = run.model_copy(update={"items": [i.model_copy(update={"cold_start": True}) for i in items]})
+    d = decide(only_cold, None, GatePolicy(budget=Budget(p95_latency_s=3.0)))
+    assert not d.passed and "no answers after each server's first to measure" in d.reasons[1]
