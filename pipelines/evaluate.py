@@ -35,11 +35,39 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text.replace("@", "-v").replace("/", "__"))
 
 
-def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers: int, postgres_dsn: str | None,
-                 on_done: Callable[[Generation], None] | None = None) -> dict[str, Generation]:
-    """Generations for ``items``, ordered by database so the server reuses the shared schema prefix."""
-    targets = {db: open_db(dataset, db, postgres_dsn) for db in sorted({ex.db_id for ex in items})}
+def lanes(items: list[Any], workers: int) -> list[list[Any]]:
+    """The questions each worker answers, in order: ordered by database (the server then reuses the shared
+    schema prefix), dealt round-robin. A fixed split and order, not whichever worker is free: each local
+    server then sees the same questions in the same order on every run, and llama.cpp's answers, which
+    depend a little on what the server's cache held before, come out the same (dvc.lock records them)."""
     ordered = sorted(items, key=lambda ex: ex.db_id)
+    return [lane for k in range(max(1, workers)) if (lane := ordered[k::max(1, workers)])]
+
+
+def cold_starts(items: list[Any], workers: int, warmed: bool) -> set[str]:
+    """The questions a worker asks first on its database: the server has not read that schema prefix yet
+    (unless ``warmed``: each worker's first database was read before any answer was timed)."""
+    cold = set()
+    for lane in lanes(items, workers):
+        seen = {lane[0].db_id} if warmed else set()
+        for ex in lane:
+            if ex.db_id not in seen:
+                cold.add(ex.id)
+                seen.add(ex.db_id)
+    return cold
+
+
+def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers: int, postgres_dsn: str | None,
+                 on_done: Callable[[Generation], None] | None = None,
+                 warm_up: Callable[[list[dict[str, str]]], None] | None = None) -> dict[str, Generation]:
+    """Generations for ``items``, each worker answering its :func:`lanes` in order. ``warm_up`` gets the
+    prompt of a worker's first question in that worker's thread before it answers any: a local server reads
+    the schema prefix there, as a serving process's servers hold it after their first request."""
+    targets = {db: open_db(dataset, db, postgres_dsn) for db in sorted({ex.db_id for ex in items})}
+    stop = threading.Event()
+
+    def messages(ex: Any) -> list[dict[str, str]]:
+        return gen.messages(ex.question, targets[ex.db_id], ex.evidence, context=ex.context)
 
     def one(ex: Any) -> Generation:
         g = gen.generate(ex.question, targets[ex.db_id], evidence=ex.evidence, question_id=ex.id, context=ex.context)
@@ -47,16 +75,27 @@ def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers:
             on_done(g)
         return g
 
+    def answer(lane: list[Any]) -> list[Generation]:
+        if warm_up is not None:
+            warm_up(messages(lane[0]))
+        out = []
+        for ex in lane:
+            if stop.is_set():
+                break
+            out.append(one(ex))
+        return out
+
     try:
         # Render one prompt per database before the workers start: the schema introspection it caches would
         # otherwise run in every worker at once, all of them waiting instead of calling the model.
-        for db, target in targets.items():
-            first = next(ex for ex in ordered if ex.db_id == db)
-            gen.messages(first.question, target, first.evidence)
-        pool = ThreadPoolExecutor(max(1, workers))
+        for db in targets:
+            messages(next(ex for ex in items if ex.db_id == db))
+        split = lanes(items, workers)
+        pool = ThreadPoolExecutor(len(split))
         try:
-            results = list(pool.map(one, ordered))
+            results = [g for done in pool.map(answer, split) for g in done]
         except BaseException:  # interrupted: the questions in flight finish (and are cached), no new ones start
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
@@ -67,7 +106,8 @@ def generate_all(gen: SqlGenerator, dataset: Dataset, items: list[Any], workers:
 
 
 def generate_and_score(gen: SqlGenerator, dataset: Dataset, score_config: ScoreConfig, workers: int,
-                       postgres_dsn: str | None, on_done: Callable[[Generation], None] | None = None
+                       postgres_dsn: str | None, on_done: Callable[[Generation], None] | None = None,
+                       warm_up: Callable[[list[dict[str, str]]], None] | None = None
                        ) -> list[tuple[ItemVerdict, Generation]]:
     """(verdict, generation) per item of ``dataset``, in dataset order.
 
@@ -86,7 +126,7 @@ def generate_and_score(gen: SqlGenerator, dataset: Dataset, score_config: ScoreC
             on_done(g)
 
     try:
-        generations = generate_all(gen, dataset, list(dataset.examples), workers, postgres_dsn, generated)
+        generations = generate_all(gen, dataset, list(dataset.examples), workers, postgres_dsn, generated, warm_up)
         return [(pending[ex.id].result(), generations[ex.id]) for ex in dataset.examples]
     finally:
         scoring.submit(stream.close).result()
@@ -129,6 +169,20 @@ def cell_workers(config: EvalConfig, llm: Any) -> int:
     return int(getattr(servers, "count", 0) or getattr(llm, "concurrency", 1) or 1)
 
 
+def _server_warm_up(llm: Any) -> Callable[[list[dict[str, str]]], None] | None:
+    """For local model servers: ask for one token of a prompt, so the server holds its prefix (the schema)
+    before the answers are timed — the state of a serving process's servers after their first request.
+    Through the completion cache: when the answers themselves are cached, no server is asked."""
+    if not getattr(getattr(llm, "local_server", None), "count", 0):
+        return None
+    from t2s.llm import ChatParams
+
+    def warm_up(messages: list[dict[str, str]]) -> None:
+        llm.complete(messages, ChatParams(temperature=0.0, max_tokens=1))
+
+    return warm_up
+
+
 def _preload_client_modules() -> None:
     """The openai client imports its chat module at its first request (about a second, more on a busy
     machine): imported here, before any answer is timed, so the first answers of a cell are not charged."""
@@ -148,23 +202,21 @@ def evaluate_cell(dataset: Dataset, prompt: PromptFile, model: ModelSpec, llm: A
     items = select_items(dataset.examples, config.limit_for(dataset.name), config.limit_mode)
     subset = Dataset(dataset.root, dataset.manifest, items)
     answer_latency: dict[str | None, float | None] = {}
-    cold: set[str | None] = set()
-    workers_seen: set[int] = set()
+    workers = cell_workers(config, llm)
+    warm_up = _server_warm_up(llm)
+    cold = cold_starts(items, workers, warmed=warm_up is not None)
     _preload_client_modules()
 
     def done(g: Generation) -> None:  # in the worker thread that generated g, right after its last call
         answer_latency[g.question_id] = timed.answer_latency(g.latency_s)
-        if threading.get_ident() not in workers_seen:  # this worker's first answer: a cold server prefix
-            workers_seen.add(threading.get_ident())
-            cold.add(g.question_id)
         if on_done:
             on_done(g)
 
     try:
         verdicts = generate_and_score(gen, subset, ScoreConfig(
             rules=config.rules, timeout_s=config.timeout_s, max_rows=config.max_rows, exact_match=config.exact_match,
-            cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), cell_workers(config, llm),
-            postgres_dsn, done)
+            cache_path=cache_path, postgres_dsn=postgres_dsn, previews=PREVIEW_ROWS), workers, postgres_dsn, done,
+            warm_up)
     finally:
         timed.close_times()
         if store is not None:

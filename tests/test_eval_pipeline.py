@@ -408,3 +408,24 @@ def test_a_sweep_with_a_held_out_set_decides_on_every_item_of_both(project: dict
     refused = run("promote", v1_held.info.run_id, "--params", str(params))
     assert refused.exit_code == 2 and "on 12 paired items" in refused.output, refused.output
     assert client.get_model_version_by_alias("t2s-generator", "champion").version == champion.version
+
+
+def test_workers_answer_a_fixed_split_in_a_fixed_order() -> None:
+    """Each local server sees the same questions in the same order on every run (its answers depend a
+    little on what its cache held before), and the budget knows which answers found a cold server."""
+    from types import SimpleNamespace
+
+    from pipelines.evaluate import cold_starts, lanes
+
+    items = [SimpleNamespace(id=f"{db}{i}", db_id=db) for i, db in enumerate("bababcab")]
+    split = lanes(items, 2)
+    assert sorted(x.id for lane in split for x in lane) == sorted(x.id for x in items)
+    assert [[x.db_id for x in lane] for lane in split] == [["a", "a", "b", "b"], ["a", "b", "b", "c"]]
+    assert [x.id for x in split[0]] == [x.id for x in lanes(items, 2)[0]]  # deterministic
+    assert lanes(items[:1], 4) == [[items[0]]]  # no empty lanes
+    # Warmed: each worker's first database was read before any answer; the next ones are cold.
+    assert cold_starts(items, 2, warmed=True) == {split[0][2].id, split[1][1].id, split[1][3].id}
+    # Not warmed (a hosted model): each worker's first answer on each database.
+    assert cold_starts(items, 2, warmed=False) == {split[0][0].id, split[0][2].id, split[1][0].id, split[1][1].id,
+                                                   split[1][3].id}
+    assert cold_starts([x for x in items if x.db_id == "a"], 2, warmed=True) == set()
