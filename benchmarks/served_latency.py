@@ -51,6 +51,12 @@ def _sweep_latencies(eval_dir: Path, prompt: str, model: str) -> dict[str, float
     return {}
 
 
+def _timed_post(http, body: dict) -> float:  # type: ignore[no-untyped-def,type-arg]
+    start = time.perf_counter()
+    http.post("/v1/sql", json=body)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     import httpx
 
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=18, help="spread over the set, as the demo's eval.limit")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     parser.add_argument("--eval-dir", type=Path, default=Path("reports/eval/bank"))
+    parser.add_argument("--warm-up", type=int, default=2, help="rounds of one unmeasured question per server")
     args = parser.parse_args(argv)
 
     from mlflow import MlflowClient
@@ -105,10 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             # One request per local model server first: it starts them and each reads the database's schema
             # prefix once (the sweep leaves each worker's first answer out of its percentiles for the same
             # reason). Questions not measured, so the service's answer cache does not serve the measured ones.
-            spare = [ex for ex in dataset.examples if ex not in items][:server_count(settings)]
-            with ThreadPoolExecutor(len(spare)) as pool:
-                list(pool.map(lambda ex: http.post("/v1/sql", json={
+            servers = server_count(settings)
+            spare = [ex for ex in dataset.examples if ex not in items][:args.warm_up * servers]
+            with ThreadPoolExecutor(servers) as pool:
+                warm = list(pool.map(lambda ex: _timed_post(http, {
                     "question": ex.question, "database": dataset.name, "user_id": "warm-up"}), spare))
+            print(f"warm-up: {len(spare)} other questions, {servers} at a time: "
+                  + ", ".join(f"{w:.1f}" for w in warm) + " s")
 
             def ask(item):  # type: ignore[no-untyped-def]
                 start = time.perf_counter()

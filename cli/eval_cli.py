@@ -138,7 +138,7 @@ def eval_cmd(
                                 except (LLMError, Text2SQLError) as exc:
                                     failures += 1
                                     progress.update(task, description=f"[red]{run_label(vname, ds.name)}: failed[/]")
-                                    log_failed_variant(vname, str(exc), exp_id=exp, parent_run_id=parent, dataset=ds.name,
+                                    log_failed_variant(vname, str(exc), exp_id=exp, parent_run_id=parent,
                                                        tags={"t2s.sweep_id": sweep, "t2s.variant": vname})
                                     err_console.print(f"[red]variant {vname} could not run:[/] {exc}")
                     except LLMError as exc:  # the model's server could not even start
@@ -146,7 +146,6 @@ def eval_cmd(
                         err_console.print(f"[red]model {m.label} could not run:[/] {exc}")
                         for ref in model_cells:
                             log_failed_variant(variant_name(ref, m), str(exc), exp_id=exp, parent_run_id=parent,
-                                               dataset=ds.name,
                                                tags={"t2s.sweep_id": sweep, "t2s.variant": variant_name(ref, m)})
             parents.failed = failures > 0
         _print_summary(results)

@@ -26,6 +26,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 
 from evals.budget import check_budget, serving_cost
@@ -269,14 +270,16 @@ def _terminal_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     return header, body, caption
 
 
-def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard (execution accuracy)") -> Table:
+def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard (execution accuracy)") -> Group:
     """The leaderboard for a terminal or a log: the headline columns, no borders, within 100 characters for up
-    to two datasets (the Markdown file and the HTML report have every column)."""
+    to two datasets (the Markdown file and the HTML report have every column), and a line naming what the
+    short variant ids leave out."""
     from rich import box
+    from rich.text import Text
 
     header, body, caption = _terminal_cells(rows)
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False, padding=(0, 1, 0, 0), show_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0),
+                  show_edge=False)
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 1 or name in ("gate", "budget") else "right",
                          overflow="fold" if i == 1 else "ellipsis", no_wrap=i != 1)
@@ -285,7 +288,7 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard (exe
     for cells in body:
         table.add_row(*(colour.get(c, _rich_escape(c)) if header[i] in ("gate", "budget") else _rich_escape(c)
                         for i, c in enumerate(cells)))
-    return table
+    return Group(table, Text(caption))
 
 
 def _rich_escape(text: str) -> str:

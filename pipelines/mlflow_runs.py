@@ -105,10 +105,12 @@ def model_version_url(tracking_ui: str, name: str, version: int | str) -> str:
     return f"{_base(tracking_ui)}#/models/{name}/versions/{version}"
 
 
-def run_label(variant: str, dataset: str) -> str:
-    """A short run name that the runs list does not cut: ``v6 · bank`` for ``sql-analyst@6`` on the embedded
-    model; another prompt keeps its name and another model its name (cut at 20 characters):
-    ``chat v2 · gpt-4o-mini · bank``. The full variant is the ``t2s.variant`` tag, the provider ``t2s.provider``."""
+def run_label(variant: str, dataset: str | None = None) -> str:
+    """A short name: ``v6`` for ``sql-analyst@6`` on the embedded model; another prompt keeps its name and
+    another model its name (cut at 20 characters): ``chat v2 · gpt-4o-mini``; `` · <dataset>`` appended when
+    given. MLflow's evaluation runs list gives a nested run's name about 20 pixels — ``v6`` whole, ``v6 ·
+    bank`` as ``v…`` — so variant runs are named without the dataset (their experiment is the dataset's).
+    The full variant is the ``t2s.variant`` tag, the provider ``t2s.provider``."""
     from pipelines.eval_config import DEFAULT_MODEL, DEFAULT_PROMPT
 
     prompt, _, model = variant.partition("/")
@@ -117,7 +119,7 @@ def run_label(variant: str, dataset: str) -> str:
     if model and model != DEFAULT_MODEL:
         model = model.partition(":")[2] or model  # the provider is in the tags
         parts.append(model if len(model) <= 20 else model[:19] + "…")
-    return " · ".join([*parts, dataset])
+    return " · ".join([*parts, *([dataset] if dataset else [])])
 
 
 def readable_metric(value: float) -> float:
@@ -235,7 +237,7 @@ def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset
             "t2s.dataset_version": variant.dataset_version, "t2s.git_commit": git_commit()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_label(variant.variant, variant.dataset), parent_run_id=parent_run_id,
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_label(variant.variant), parent_run_id=parent_run_id,
                               nested=True, tags=tags) as run:
             variant.run_id = run.info.run_id
             mlflow.log_params({**{k: str(v)[:6000] for k, v in params.items()}, "git_commit": tags["t2s.git_commit"]})
@@ -262,12 +264,11 @@ def log_variant(variant: VariantRun, *, exp_id: str, parent_run_id: str, dataset
     return variant.run_id  # type: ignore[return-value]
 
 
-def log_failed_variant(name: str, error: str, *, exp_id: str, parent_run_id: str, tags: dict[str, str],
-                       dataset: str) -> str:
+def log_failed_variant(name: str, error: str, *, exp_id: str, parent_run_id: str, tags: dict[str, str]) -> str:
     """A cell that could not run at all: a FAILED nested run that says why."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
-    run = client.create_run(exp_id, run_name=run_label(name, dataset), tags={
+    run = client.create_run(exp_id, run_name=run_label(name), tags={
         **tags, "t2s.kind": VARIANT_KIND, "t2s.error": error[:5000], "mlflow.parentRunId": parent_run_id})
     client.set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id

@@ -101,7 +101,7 @@ def _short(prompt: str, model: str | None, dataset: str | None) -> str:
     evaluation runs are (:func:`pipelines.mlflow_runs.run_label`)."""
     from pipelines.mlflow_runs import run_label
 
-    return run_label(f"{prompt}/{model or ''}", dataset or "").removesuffix(" · ")
+    return run_label(f"{prompt}/{model or ''}", dataset)
 
 
 def audit_run_name(record: dict[str, Any]) -> str:

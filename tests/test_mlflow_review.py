@@ -60,7 +60,7 @@ def test_each_question_is_a_trace_with_its_verdicts_and_the_golden_set_is_linked
     exp_id, runs = variant_runs(client)
     assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/evaluation-runs" in result.output
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "genai_development"
-    assert runs["demo@1"].info.run_name == "demo v1 · fake-model · mini"
+    assert runs["demo@1"].info.run_name == "demo v1 · fake-model"  # short: the list gives it ~20 px
     parent = client.get_run(runs["demo@1"].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED" and parent.data.tags["t2s.kind"] == "sweep"
     assert runs["demo@1"].data.metrics["execution_accuracy"] == 0.5 and runs["demo@2"].data.metrics[
@@ -163,10 +163,10 @@ def test_a_reviewer_sees_questions_verdicts_and_flips_in_the_mlflow_ui(project: 
 
             # The link `t2s promote` prints selects the champion's run, still listed among the evaluation runs.
             page.goto(f"{url}/#/experiments/{exp_id}/evaluation-runs?selectedRunUuid={v2}")
-            listing = page.wait_for_text("demo v1 · fake-model · mini", "demo v2 · fake-model · mini",
+            listing = page.wait_for_text("demo v1 · fake-model", "demo v2 · fake-model",
                                          "execution_accuracy", "sweep s1")
             checked = page.evaluate(CHECKED_ROWS)
-            assert len(checked) == 1 and "demo v2 · fake-model · mini" in checked[0], (checked, listing[-2000:])
+            assert len(checked) == 1 and "demo v2 · fake-model" in checked[0], (checked, listing[-2000:])
             page.click('[data-component-id="mlflow.assistant.chat_panel.close"]')
             page.screenshot(ARTIFACTS / "01-evaluation-runs.png")
 
