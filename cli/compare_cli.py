@@ -138,10 +138,9 @@ def _report(group, policy, folder: Path):  # type: ignore[no-untyped-def]
     write_html_report(folder / "report.html", group, champ_variant, policy)
     console.print(leaderboard_table(rows, title=f"Leaderboard: {group[0].dataset} (execution accuracy)"))
     console.print(f"leaderboard → {folder / 'leaderboard.md'} · report → {folder / 'report.html'}")
+    # The results alone (DVC tracks this file): nothing that depends on which version the registry serves.
     summary = {"variants": len(rows), "best_execution_accuracy": rows[0]["execution_accuracy"],
                "best_valid_sql_rate": rows[0]["valid_sql_rate"]}
-    if champ_variant is not None:
-        summary["champion_execution_accuracy"] = champ_variant.metrics["execution_accuracy"]
     return rows, summary
 
 
@@ -232,9 +231,10 @@ def promote(
     reason: Annotated[str | None, typer.Option(help="Why; recorded in the audit log and registry.")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml whose 'gate' section sets the policy.")] = None,
     decision_out: Annotated[Path | None, typer.Option(help="Write the decision (JSON) here.")] = None,
-    outcome_out: Annotated[Path | None, typer.Option(help="Write what was decided (JSON: promoted or not, which "
-                                                          "variant, which were passed over) without this run's "
-                                                          "ids, times and figures: what DVC tracks.")] = None,
+    outcome_out: Annotated[Path | None, typer.Option(help="Write what the results and the gate settings decide "
+                                                          "(JSON: the variant chosen, the ones passed over for the "
+                                                          "budget), without this run's ids, times, figures or the "
+                                                          "registry's state: what DVC tracks.")] = None,
     allow_refusal: Annotated[bool, typer.Option(help="Exit 0 when the gate refuses (for pipelines).")] = False,
     serve_dataset: Annotated[str | None, typer.Option(help="Over several datasets: the one the promoted version "
                                                            "serves (default: the one not in gate.heldout).")] = None,
@@ -281,12 +281,9 @@ def promote(
         def write_outputs() -> None:
             if decision_out:
                 write_text_atomic(decision_out, json.dumps(result, indent=2, default=str))
-            if outcome_out:
+            if outcome_out:  # whether it was promoted depends on the registry too: that is in decision_out
                 write_text_atomic(outcome_out, json.dumps({
-                    "promoted": result["promoted"], "challenger": challenger.variant,
-                    "action": result["record"]["action"] if result["promoted"] else "none",
-                    "champion_before": result["champion"], "passed_over": [v for v, _ in passed_over]},
-                    indent=2) + "\n")
+                    "challenger": challenger.variant, "passed_over": [v for v, _ in passed_over]}, indent=2) + "\n")
 
         if champ_variant is not None and champ_variant.variant == challenger.variant:
             result |= {"promoted": False, "reasons": [f"{challenger.variant} is the champion and the best variant: "

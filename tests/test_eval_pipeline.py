@@ -243,8 +243,7 @@ def test_answer_latency_survives_the_cache_and_the_budget_decides_the_best(proje
     assert promoted.exit_code == 0, promoted.output
     decision = json.loads((root / "decision.json").read_text())
     assert json.loads((root / "outcome.json").read_text()) == {  # what DVC tracks: no ids, times or figures
-        "promoted": True, "challenger": "demo@1/compatible:fake-model", "action": "first_promotion",
-        "champion_before": None, "passed_over": ["demo@2/compatible:fake-model"]}
+        "challenger": "demo@1/compatible:fake-model", "passed_over": ["demo@2/compatible:fake-model"]}
     assert decision["challenger"] == "demo@1/compatible:fake-model" and decision["promoted"] is True
     assert "demo@2/compatible:fake-model is over the serving budget" in decision["passed_over"][0]
     assert "gate.budget.p95_latency_s = 0.20 s" in decision["passed_over"][0]

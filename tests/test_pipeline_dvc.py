@@ -66,7 +66,7 @@ def test_dvc_repro_builds_validates_and_scores(tmp_path: Path) -> None:
     decision = json.loads((repo / "reports/promotion/decision.json").read_text())
     assert decision["promoted"] is True and decision["record"]["action"] == "first_promotion"
     assert decision["record"]["gate"]["checks"] == {"heldout": True, "within_budget": True}
-    assert json.loads((repo / "reports/promotion/outcome.json").read_text())["action"] == "first_promotion"
+    assert json.loads((repo / "reports/promotion/outcome.json").read_text())["challenger"] == decision["challenger"]
     audit = (repo / "audit/promotions.jsonl").read_text().splitlines()
     assert len(audit) == 1
 
