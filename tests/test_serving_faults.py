@@ -55,7 +55,8 @@ def hostile_answer(body: dict[str, Any]) -> Reply:
 def settings(registry: dict[str, Any], tmp_path: Path, fake: FakeOpenAI) -> Iterator[Any]:
     fake.responder = hostile_answer
     yield make_settings(registry, f"sqlite:///{tmp_path / 'serving.db'}", write_experiment(tmp_path / "ab.yaml"),
-                        serve_breaker_failures=2, serve_breaker_reset_s=1.0, llm_timeout_s=0.5)
+                        serve_breaker_failures=2, serve_breaker_reset_s=1.0, llm_timeout_s=0.5,
+                        serve_ready_cache_s=0.0)  # these tests watch the circuits change through /health/ready
     fake.responder = answer
 
 

@@ -20,6 +20,16 @@ log = logging.getLogger("t2s.serving")
 _ADDRESS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s)\"']+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|(?<=server at \")[^\"]+")
 
 
+def _down_reason(answer: Answer) -> str:
+    """Why the model endpoint counts as down, in words that name no address: its circuit is open, it timed
+    out, or it could not be reached or refused the credentials."""
+    if answer.circuit_open:
+        return f"circuit open after repeated failures; retry in {max(1, answer.retry_after_s)} s"
+    if "timed out" in (answer.record.detail or ""):
+        return "it timed out"
+    return "it could not be reached or refused the request"
+
+
 def public_detail(detail: str | None) -> str | None:
     """``detail`` as a caller may see it: internal addresses replaced (the store keeps the full text)."""
     return None if detail is None else _ADDRESS.sub("<internal>", detail)
@@ -69,7 +79,8 @@ def served(answer: Answer, request: Request) -> SqlPublic:
         query_id=rec.query_id, cached=answer.cached, circuit_open=answer.circuit_open)
     if answer.llm_down:  # the detail (the endpoint's address, the error) is in the store and the log only
         log.warning("model endpoint down for query %s: %s", rec.query_id, rec.detail)
-        raise HTTPException(503, f"the model endpoint is unavailable (query {rec.query_id} recorded as llm_error)",
+        raise HTTPException(503, f"the model endpoint is unavailable: {_down_reason(answer)} "
+                                 f"(query {rec.query_id} recorded as llm_error)",
                             headers={"Retry-After": str(max(1, answer.retry_after_s))})
     return SqlPublic(query_id=rec.query_id, outcome=rec.outcome, sql=rec.sql, dialect=answer.dialect,  # type: ignore[arg-type]
                      detail=public_detail(rec.detail), columns=answer.columns, rows=answer.rows, truncated=answer.truncated,
