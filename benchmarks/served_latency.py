@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,12 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT))  # the project's `serving` package, not benchmarks/serving.py beside this file
 
 
 def _sweep_latencies(eval_dir: Path, prompt: str, model: str) -> dict[str, float]:
@@ -62,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from evals.budget import p95
     from pipelines.eval_config import select_items
+    from serving.demo import wait_healthy
     from t2s.datasets import load_dataset
-    from t2s.local_llm import server_count
+    from t2s.local_llm import free_port, server_count
     from t2s.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.dataset)
     items = select_items(dataset.examples, args.questions, "spread")
     work = Path(tempfile.mkdtemp(prefix="t2s-served-latency-"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "T2S_CACHE_DIR": str(work / "cache"),  # no completion answered from a cache
            "T2S_SERVE_STORE_URL": f"sqlite:///{work / 'store.db'}",
            "T2S_SERVE_DATABASES": json.dumps({dataset.name: str(args.dataset)}),
@@ -97,18 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=300, trust_env=False) as http:
-            deadline = time.monotonic() + 180
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"the server stopped:\n{log.read_text()[-3000:]}")
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not start within 180 s; see {log}")
-                time.sleep(0.5)
+            wait_healthy(http, server, log, 180)
             # One request per local model server first: it starts them and each reads the database's schema
             # prefix once (the sweep leaves each worker's first answer out of its percentiles for the same
             # reason). Questions not measured, so the service's answer cache does not serve the measured ones.

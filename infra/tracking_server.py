@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,16 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from t2s.errors import ConfigError, Text2SQLError
+from t2s.local_llm import free_port
 
 
 class TrackingServerError(Text2SQLError):
     """The tracking server or its S3 stand-in did not start."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ensure_database(backend_uri: str) -> None:

@@ -15,20 +15,33 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import yaml
 
+from t2s.local_llm import free_port
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def wait_healthy(http: httpx.Client, server: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Wait until the server started as ``server`` answers ``GET /health`` with 200; exit with the end of its
+    log if it stops first, or naming the log when ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"error: the server stopped:\n{log.read_text()[-3000:]}")
+        try:
+            if http.get("/health").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"error: the server did not start within {timeout_s:g} s; see {log}")
+        time.sleep(0.5)
 
 
 def _experiment(work: Path) -> Path:
@@ -61,7 +74,6 @@ def _same_rows(a: list[list[object]], b: list[tuple[object, ...]]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import httpx
 
     from t2s.datasets import load_dataset, open_db
     from t2s.guard import checked_for
@@ -80,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     experiment = _experiment(work)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "T2S_SERVE_STORE_URL": f"sqlite:///{work / 'store.db'}",
            "T2S_SERVE_EXPERIMENT_FILE": str(experiment),
            "T2S_SERVE_DATABASES": json.dumps({"bank": str(args.dataset)})}
@@ -92,18 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=120, trust_env=False) as http:
-            deadline = time.monotonic() + 120
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"error: the server stopped:\n{log.read_text()[-3000:]}")
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("error: the server did not start within 120 s; see " + str(log))
-                time.sleep(0.5)
+            wait_healthy(http, server, log, 120)
             print(f"serving {base} (experiment {yaml.safe_load(experiment.read_text())['variants']})")
             dataset = load_dataset(args.dataset)
             items = dataset.examples[: args.questions]

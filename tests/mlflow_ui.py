@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from t2s.local_llm import free_port
 
 
 def serve(root: Path, uri: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -13,7 +13,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from t2s.local_llm import free_port
+
 
 def _pg_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
@@ -29,12 +30,6 @@ def _pg_bin() -> Path | None:
         return Path(found[0]).parent
     exe = shutil.which("pg_ctl")
     return Path(exe).resolve().parent if exe else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], log: Path | None = None) -> None:
@@ -74,7 +69,7 @@ def postgres_dsn() -> Iterator[str]:
         os.chown(base, pw.pw_uid, pw.pw_gid)
         os.chown(sock, pw.pw_uid, pw.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     _run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "t2s", "--auth=trust", "--no-sync",
           "-E", "UTF8"])
     opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from t2s.datasets import DatasetManifest, GoldExample, write_dataset
+from t2s.local_llm import free_port
 from t2s.settings import Settings
 from tests.fakes import FakeOpenAI, Reply
 
@@ -151,12 +151,6 @@ def serve_env(reg: dict[str, Any], tmp_path: Path, **extra: str) -> dict[str, st
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_uvicorn(env: dict[str, str], port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
