@@ -88,7 +88,7 @@ class Answer:
 MAX_RECORDED_ANSWER_CHARS = 20_000
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """A result value as JSON: NaN and infinities as strings (JSON has no such numbers), text with lone
     surrogates mended, bytes as hex, anything else as its text."""
     if value is None or isinstance(value, bool | int):
@@ -102,7 +102,7 @@ def _jsonable(value: Any) -> Any:
     return json_safe_text(str(value))
 
 
-def _truncation(result: QueryResult, cap: int, settings: Settings) -> str:
+def truncation_detail(result: QueryResult, cap: int, settings: Settings) -> str:
     """What the response left out, for ``detail`` (empty when nothing)."""
     parts = []
     if result.cells_clipped:
@@ -324,7 +324,7 @@ class Service:
             return "guard_refused", sql, str(exc), None, None, None, False, False
         except SqlError as exc:
             return "sql_error", sql, f"{exc.error_class}: {exc}", None, None, None, False, False
-        rows = [[_jsonable(v) for v in row] for row in result.rows]
-        return (("ok" if rows else "empty"), sql, _truncation(result, cap, self.settings),
+        rows = [[jsonable(v) for v in row] for row in result.rows]
+        return (("ok" if rows else "empty"), sql, truncation_detail(result, cap, self.settings),
                 [json_safe_text(c) for c in result.columns], rows, result.truncated or bool(result.cells_clipped),
                 False, False)

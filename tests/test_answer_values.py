@@ -175,7 +175,7 @@ def test_a_huge_list_value_becomes_bounded_text(capped: dict[str, Target], engin
 
 
 def test_nan_and_infinities_become_json_text() -> None:
-    from serving.service import _jsonable
+    from serving.service import jsonable
 
-    assert [_jsonable(v) for v in (math.nan, math.inf, -math.inf, 1.5, "a\ud800", b"\x01")] == [
+    assert [jsonable(v) for v in (math.nan, math.inf, -math.inf, 1.5, "a\ud800", b"\x01")] == [
         "nan", "inf", "-inf", 1.5, "a\ufffd", "01"]

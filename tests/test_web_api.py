@@ -154,6 +154,37 @@ def test_dry_run_goes_through_the_guard_and_the_sandbox(client: TestClient, web_
                        headers=as_("alice")).status_code == 404
 
 
+def test_a_dry_run_takes_the_callers_share_of_sql_workers(client: TestClient) -> None:
+    """A dry run runs the caller's SQL like a question does: within the request deadline and the caller's
+    share of SQL workers, so one caller's runaway dry runs cannot hold every worker."""
+    service = client.app.state.service  # type: ignore[attr-defined]
+    seen: list[str] = []
+    acquire = service.sql_shares.acquire
+
+    def recording(principal: str, timeout_s: float) -> bool:
+        seen.append(principal)
+        return acquire(principal, timeout_s)
+
+    service.sql_shares.acquire = recording
+    assert dry(client, "SELECT 1")["outcome"] == "ok" and len(seen) == 1
+    alice = seen[0]
+    held = [acquire(alice, 0.0) for _ in range(service.sql_shares.limit)]  # alice's other queries
+    assert all(held)
+    deadline_s = service.settings.serve_request_deadline_s
+    service.settings.serve_request_deadline_s = 0.5
+    try:
+        start_s = time.perf_counter()
+        waited = dry(client, "SELECT 1")
+        assert waited["outcome"] == "timeout" and "T2S_SERVE_SQL_WORKERS_PER_PRINCIPAL" in waited["detail"]
+        assert time.perf_counter() - start_s < 3
+        service.settings.serve_request_deadline_s = deadline_s
+        other = dry(client, "SELECT 1", who="bob")
+        assert other["outcome"] == "ok", (other, seen)  # another caller is not held up
+    finally:
+        for _ in held:
+            service.sql_shares.release(alice)
+
+
 # --- the review queue ---------------------------------------------------------------------------------------
 
 def test_reviewers_get_a_random_sample_and_their_labels_count(client: TestClient) -> None:

@@ -2,8 +2,9 @@
 
 The SQL goes through the same two layers as a generated query: the guard (one read-only statement of
 allowed functions, or ``guard_refused`` and nothing runs) and a sandbox worker of the read-only served
-database, with the query timeout and a row cap of ``T2S_SERVE_DRY_RUN_ROWS``. Nothing is recorded: a dry
-run is not a served answer and has no variant.
+database, with the query timeout and a row cap of ``T2S_SERVE_DRY_RUN_ROWS``, within the request deadline
+and the caller's share of SQL workers (``T2S_SERVE_SQL_WORKERS_PER_PRINCIPAL``) like a question, with the
+same caps on values and bytes. Nothing is recorded: a dry run is not a served answer and has no variant.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from fastapi import APIRouter
 
 from serving.deps import CallerDep, LimiterDep, ServiceDep
 from serving.schemas import AUTH_RESPONSES, DryRunCreate, DryRunPublic, ErrorPublic
-from serving.service import Service, UnknownDatabase, _jsonable
-from t2s.errors import SqlError, SqlRefused, SqlTimeout
+from serving.service import Service, UnknownDatabase, jsonable, truncation_detail
+from t2s.deadline import request_budget
+from t2s.errors import DeadlineExceeded, SqlError, SqlRefused, SqlTimeout
 
 router = APIRouter(prefix="/v1", tags=["sql"])
 
 
-def dry_run(service: Service, database: str, sql: str) -> DryRunPublic:
+def dry_run(service: Service, database: str, sql: str, principal: str) -> DryRunPublic:
     from t2s.guard import checked_for
 
     pool = service.databases.get(database)
@@ -33,26 +35,30 @@ def dry_run(service: Service, database: str, sql: str) -> DryRunPublic:
         return DryRunPublic(outcome=outcome, detail=detail, latency_ms=round((time.perf_counter() - start) * 1000, 2),  # type: ignore[arg-type]
                             **result)  # type: ignore[arg-type]
 
+    settings = service.settings
+    cap = settings.serve_dry_run_rows
     try:
         checked = checked_for(sql, pool.dialect, pool.dialect, engine=pool.schema_target.engine)
-        with pool.target() as target:
-            result = target.execute(checked, timeout_s=service.settings.query_timeout_s,
-                                    max_rows=service.settings.serve_dry_run_rows)
+        with request_budget(settings.serve_request_deadline_s, principal, service.sql_shares) as budget, \
+                budget.sql_slot(), pool.target() as target:
+            result = target.execute(checked, timeout_s=settings.query_timeout_s, max_rows=cap)
     except SqlRefused as exc:
         return done("guard_refused", f"refused: {exc}")
-    except SqlTimeout as exc:
+    except (SqlTimeout, DeadlineExceeded) as exc:
         return done("timeout", str(exc))
     except SqlError as exc:
         return done("sql_error", f"{exc.error_class}: {exc}")
-    rows = [[_jsonable(v) for v in row] for row in result.rows]
-    return done("ok" if rows else "empty", columns=list(result.columns), rows=rows, truncated=result.truncated)
+    rows = [[jsonable(v) for v in row] for row in result.rows]
+    return done("ok" if rows else "empty", truncation_detail(result, cap, settings) or None,
+                columns=[jsonable(c) for c in result.columns], rows=rows,
+                truncated=result.truncated or bool(result.cells_clipped))
 
 
 @router.post("/sql/dry-run", response_model=DryRunPublic, responses={
     **AUTH_RESPONSES, 404: {"model": ErrorPublic, "description": "Unknown database."},
     422: {"model": ErrorPublic, "description": "Malformed body."}})
 async def create_dry_run(body: DryRunCreate, service: ServiceDep, limiter: LimiterDep,
-                         _principal: CallerDep) -> DryRunPublic:
+                         principal: CallerDep) -> DryRunPublic:
     """Guard and run ``sql`` read-only on ``database``; at most ``T2S_SERVE_DRY_RUN_ROWS`` rows come back.
     A refused, failing or timed-out query is a 200 whose ``outcome`` and ``detail`` say so."""
-    return await to_thread.run_sync(dry_run, service, body.database, body.sql, limiter=limiter)
+    return await to_thread.run_sync(dry_run, service, body.database, body.sql, principal.id, limiter=limiter)
