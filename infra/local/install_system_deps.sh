@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs when they are missing (Debian/Ubuntu via apt-get):
 # - a PostgreSQL server (the execution-target tests start a private cluster from its binaries);
-# - Chromium and a font (the experiment report page is rendered headless and screenshotted).
+# - Chromium and a font (the report page, the web app and the MLflow UI are checked headless);
+# - redis-server (rate limits and web sessions shared by replicas).
 set -euo pipefail
 
 missing=()
