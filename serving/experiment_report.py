@@ -318,14 +318,14 @@ def build_report(experiment: str, variants: list[VariantWeight], control: str, r
     stopped = status.split(":", 1)[1] if status.startswith("stopped:") else None
     splits = rs.resolve_epochs(assigned, variants, epochs, stopped, notes)
     srm, epoch_reports = srm_checks.trust_checks(assigned, splits, control, names)
-    analysed = rs.headline_population(assigned, splits, notes)
+    analysed, randomized = rs.headline_population(assigned, splits, notes)
 
     control_rows = analysed[analysed["variant"] == control]
     reports = []
     for v in variants:
         rows = analysed[analysed["variant"] == v.name]
         lift = checks = None
-        if v.name != control:
+        if v.name != control and randomized:
             lift = rs.lift(rows, control_rows, control, alpha, mixture_sd, min_labelled_users, min_questions)
             checks = rs.guardrail_checks(rows, control_rows, thresholds, alpha)
             _settle_verdict(lift, checks, srm)
@@ -347,7 +347,7 @@ def build_report(experiment: str, variants: list[VariantWeight], control: str, r
         data_from=ts.min().to_pydatetime() if has_data else None,
         data_to=ts.max().to_pydatetime() if has_data else None,
         has_data=has_data, trustworthy=not srm.flagged,
-        headline=_headline(experiment, has_data, srm, reports),
+        headline=_headline(experiment, has_data, srm, reports, randomized),
         srm=srm, epochs=epoch_reports, variants=reports, unassigned=unassigned, notes=notes,
         methods=_methods(mixture_sd, min_labelled_users, min_questions, thresholds))
 
@@ -415,7 +415,8 @@ def _check_arguments(variants: list[VariantWeight], control: str, alpha: float, 
         raise ValueError(f"status must be 'running' or 'stopped:<variant>' with a configured variant, got {status!r}")
 
 
-def _headline(experiment: str, has_data: bool, srm: SrmCheck, reports: list[VariantReport]) -> str:
+def _headline(experiment: str, has_data: bool, srm: SrmCheck, reports: list[VariantReport],
+              randomized: bool = True) -> str:
     if not has_data:
         return f"No data yet: no requests recorded for experiment {experiment!r}."
     if srm.flagged:
@@ -432,4 +433,11 @@ def _headline(experiment: str, has_data: bool, srm: SrmCheck, reports: list[Vari
         p_text = f"always-valid p = {p:.3g}" if p is not None else "not yet testable"
         parts.append(f"{r.name}: {r.lift.difference * 100:+.1f} pp vs {r.lift.control} ({p_text}, "
                      f"{r.lift.questions} questions) — {r.lift.verdict}")
-    return "; ".join(parts) if parts else "Only the control is configured: there is nothing to compare."
+    if parts:
+        return "; ".join(parts)
+    why = ("Only the control is configured" if len(reports) == 1 or randomized
+           else "No request was randomized between the variants (each split served one variant)")
+    described = [f"{r.name}: online accuracy {r.accuracy.online_accuracy:.1%} "
+                 f"({r.accuracy.labelled} labelled of {r.accuracy.requests} requests)"
+                 for r in reports if r.accuracy.online_accuracy is not None]
+    return f"{why}: there is nothing to compare." + (" " + "; ".join(described) + "." if described else "")

@@ -126,17 +126,25 @@ def resolve_epochs(assigned: pd.DataFrame, variants: list[VariantWeight], epochs
     return out
 
 
-def headline_population(assigned: pd.DataFrame, splits: dict[str, Split], notes: list[str]) -> pd.DataFrame:
-    """The requests behind the per-variant figures, lift and guardrails: requests of randomized epochs,
-    each user under the variant that first served them (later requests from another variant, after a
-    weight change, are set aside)."""
+def headline_population(assigned: pd.DataFrame, splits: dict[str, Split], notes: list[str]
+                        ) -> tuple[pd.DataFrame, bool]:
+    """The requests behind the per-variant figures, lift and guardrails, and whether they were randomized:
+    requests of randomized epochs, each user under the variant that first served them (later requests from
+    another variant, after a weight change, are set aside). When no epoch was randomized (a split that
+    serves one variant, e.g. the champion alone, or an experiment stopped from the start), every request
+    is described under its user's first variant and the caller compares nothing."""
     randomized = assigned["epoch"].map({e: s.randomized for e, s in splits.items()}).astype(bool)
-    stopped_rows = assigned[~randomized]
-    if len(stopped_rows):
-        notes.append(f"{len(stopped_rows)} request(s) were served while the experiment was stopped on one "
-                     "variant: not randomized, so they are left out of accuracy, lift and guardrails (the "
-                     "epochs table counts them)")
-    rows = assigned[randomized]
+    if len(assigned) and not randomized.any():
+        notes.append("no request was randomized between variants (each split served one variant): the "
+                     "figures describe each variant's requests, and nothing is compared")
+        rows, was_randomized = assigned, False
+    else:
+        stopped_rows = assigned[~randomized]
+        if len(stopped_rows):
+            notes.append(f"{len(stopped_rows)} request(s) were served while the split sent everyone to one "
+                         "variant (stopped, or one variant weighted): not randomized, so they are left out of "
+                         "accuracy, lift and guardrails (the epochs table counts them)")
+        rows, was_randomized = assigned[randomized], True
     first = rows.groupby("_user", sort=False)["variant"].transform("first")
     keep = rows["variant"] == first
     if not keep.all():
@@ -144,7 +152,7 @@ def headline_population(assigned: pd.DataFrame, splits: dict[str, Split], notes:
         notes.append(f"{moved} user(s) were served by another variant after a weight change; their "
                      f"{int((~keep).sum())} later request(s) from it are set aside: each user counts once, "
                      "under the variant that first served them")
-    return rows[keep]
+    return rows[keep], was_randomized
 
 
 def accuracy(rows: pd.DataFrame, alpha: float) -> Accuracy:

@@ -143,6 +143,35 @@ def test_checks_skip_too_few_users_and_stopped_epochs() -> None:
     assert not users.applicable and not stopped.srm.flagged and "stopped" in users.note
 
 
+def test_the_champion_served_alone_is_described_not_compared() -> None:
+    """The usual state between experiments: one variant at 100%. Its requests are not randomized between
+    variants, but its online accuracy is what the team watches: every request and label counts, nothing
+    is compared. A configured challenger that a one-variant split never served gets no verdict either."""
+    alone = [VariantWeight(name="champion", weight=100, model_version="1", prompt_version="sql@8")]
+    users = [f"u{i % 8}" for i in range(24)]
+    correct = [i % 6 != 5 for i in range(24)]
+    epoch = split_epoch("s", [("champion", 100)])
+    recs = make_records(np.array(["champion"] * 24, dtype=object), users, correct, epoch=[epoch] * 24,
+                        random_assignment=np.zeros(24, dtype=bool))
+    report = build_report("e", alone, "champion", recs, {},
+                          epochs=[EpochSplit(epoch=epoch, shares={"champion": 1.0})])
+    (champion,) = report.variants
+    assert champion.users == 8 and champion.accuracy.requests == 24 and champion.accuracy.labelled == 24
+    assert champion.accuracy.online_accuracy == pytest.approx(20 / 24)
+    assert report.headline.startswith("Only the control is configured: there is nothing to compare.")
+    assert "champion: online accuracy 83.3% (24 labelled of 24 requests)" in report.headline
+    assert not report.srm.flagged and any("nothing is compared" in n for n in report.notes)
+    weights = [("champion", 50), ("challenger", 50)]
+    stop = split_epoch("s", weights, stopped_variant="champion")
+    stopped = build_report("e", AB, "champion", make_records(np.array(["champion"] * 24, dtype=object), users,
+                                                             correct, epoch=[stop] * 24),
+                           {}, status="stopped:champion",
+                           epochs=[EpochSplit(epoch=stop, shares=split_shares(weights, "champion"),
+                                              stopped_variant="champion")])
+    assert [v.lift for v in stopped.variants] == [None, None] and stopped.variants[0].accuracy.labelled == 24
+    assert stopped.headline.startswith("No request was randomized between the variants")
+
+
 def weight_change(rng: np.random.Generator, broken_share: float = 0.0) -> tuple[pd.DataFrame, list[EpochSplit]]:
     """1,200 users at 50/50 (two labelled requests each), then 60/40: half of them come back and 1,200 new
     users arrive. ``broken_share``: that share of the new challenger users' requests is never logged."""
