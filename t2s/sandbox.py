@@ -115,7 +115,10 @@ class _Worker:
                 return f"the worker was killed by {signal.Signals(-code).name}"
         return f"the worker exited with code {code}"
 
-    def kill(self) -> None:
+    def kill(self, *, reap_in_background: bool = False) -> None:
+        """SIGKILL the worker's process group and reap it: here, or in a daemon thread when the caller
+        must not wait for the kernel to tear down a worker that filled its memory (a second or more under
+        load for a worker holding ~1 GB)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
@@ -123,6 +126,12 @@ class _Worker:
         for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(Exception):
                 stream.close()  # type: ignore[union-attr]
+        if reap_in_background:
+            threading.Thread(target=self._reap, daemon=True).start()
+        else:
+            self._reap()
+
+    def _reap(self) -> None:
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=5)
 
@@ -230,7 +239,7 @@ class Sandbox:
             self._cond.notify()
 
     def _discard(self, worker: _Worker) -> None:
-        worker.kill()
+        worker.kill(reap_in_background=True)  # the caller's answer does not wait for the process to exit
         with self._cond:
             self.killed += 1
             self._count -= 1
