@@ -84,6 +84,18 @@ class Answer:
     retry_after_s: int = 0
 
 
+@dataclass(frozen=True)
+class Executed:
+    """A guarded statement run on a served database (:meth:`Service.execute`): ``outcome`` ok, empty,
+    timeout, guard_refused or sql_error; ``detail`` what was cut from the result, or why it failed."""
+
+    outcome: str
+    detail: str
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+    truncated: bool | None = None
+
+
 #: The most of a refused model answer kept in the record (it is never executed).
 MAX_RECORDED_ANSWER_CHARS = 20_000
 
@@ -102,7 +114,7 @@ def jsonable(value: Any) -> Any:
     return json_safe_text(str(value))
 
 
-def truncation_detail(result: QueryResult, cap: int, settings: Settings) -> str:
+def _truncation(result: QueryResult, cap: int, settings: Settings) -> str:
     """What the response left out, for ``detail`` (empty when nothing)."""
     parts = []
     if result.cells_clipped:
@@ -314,17 +326,25 @@ class Service:
                     None, None, None, False, False
         if not execute:
             return "ok", sql, "", None, None, None, False, False
+        ran = self.execute(pool, sql, cap)
+        # time spent in SQL is not the model's: a timeout here does not count for the breaker
+        return ran.outcome, sql, ran.detail, ran.columns, ran.rows, ran.truncated, False, ran.outcome == "timeout"
+
+    def execute(self, pool: Any, sql: str, cap: int) -> Executed:
+        """Run guarded ``sql`` on a target of the served database ``pool`` within the current request's
+        budget (:func:`t2s.deadline.request_budget`; one of the caller's SQL worker slots), at most ``cap``
+        rows, the values made JSON-safe and the cuts named. Shared by answers and dry runs."""
         budget = deadline.current()
         try:  # the caller's worker slot first, so that its waiting queries hold no pooled target
             with budget.sql_slot() if budget else contextlib.nullcontext(), pool.target() as target:
                 result = target.execute(sql, timeout_s=self.settings.query_timeout_s, max_rows=cap)
         except (SqlTimeout, DeadlineExceeded) as exc:
-            return "timeout", sql, str(exc), None, None, None, False, True
+            return Executed("timeout", str(exc))
         except SqlRefused as exc:
-            return "guard_refused", sql, str(exc), None, None, None, False, False
+            return Executed("guard_refused", str(exc))
         except SqlError as exc:
-            return "sql_error", sql, f"{exc.error_class}: {exc}", None, None, None, False, False
+            return Executed("sql_error", f"{exc.error_class}: {exc}")
         rows = [[jsonable(v) for v in row] for row in result.rows]
-        return (("ok" if rows else "empty"), sql, truncation_detail(result, cap, self.settings),
-                [json_safe_text(c) for c in result.columns], rows, result.truncated or bool(result.cells_clipped),
-                False, False)
+        return Executed("ok" if rows else "empty", _truncation(result, cap, self.settings),
+                        [json_safe_text(c) for c in result.columns], rows,
+                        result.truncated or bool(result.cells_clipped))

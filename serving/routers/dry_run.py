@@ -16,9 +16,9 @@ from fastapi import APIRouter
 
 from serving.deps import CallerDep, LimiterDep, ServiceDep
 from serving.schemas import AUTH_RESPONSES, DryRunCreate, DryRunPublic, ErrorPublic
-from serving.service import Service, UnknownDatabase, jsonable, truncation_detail
+from serving.service import Service, UnknownDatabase
 from t2s.deadline import request_budget
-from t2s.errors import DeadlineExceeded, SqlError, SqlRefused, SqlTimeout
+from t2s.errors import SqlError, SqlRefused
 
 router = APIRouter(prefix="/v1", tags=["sql"])
 
@@ -35,23 +35,18 @@ def dry_run(service: Service, database: str, sql: str, principal: str) -> DryRun
         return DryRunPublic(outcome=outcome, detail=detail, latency_ms=round((time.perf_counter() - start) * 1000, 2),  # type: ignore[arg-type]
                             **result)  # type: ignore[arg-type]
 
-    settings = service.settings
-    cap = settings.serve_dry_run_rows
     try:
         checked = checked_for(sql, pool.dialect, pool.dialect, engine=pool.schema_target.engine)
-        with request_budget(settings.serve_request_deadline_s, principal, service.sql_shares) as budget, \
-                budget.sql_slot(), pool.target() as target:
-            result = target.execute(checked, timeout_s=settings.query_timeout_s, max_rows=cap)
     except SqlRefused as exc:
         return done("guard_refused", f"refused: {exc}")
-    except (SqlTimeout, DeadlineExceeded) as exc:
-        return done("timeout", str(exc))
     except SqlError as exc:
         return done("sql_error", f"{exc.error_class}: {exc}")
-    rows = [[jsonable(v) for v in row] for row in result.rows]
-    return done("ok" if rows else "empty", truncation_detail(result, cap, settings) or None,
-                columns=[jsonable(c) for c in result.columns], rows=rows,
-                truncated=result.truncated or bool(result.cells_clipped))
+    settings = service.settings
+    with request_budget(settings.serve_request_deadline_s, principal, service.sql_shares):
+        ran = service.execute(pool, checked, settings.serve_dry_run_rows)
+    if ran.rows is None:
+        return done(ran.outcome, f"refused: {ran.detail}" if ran.outcome == "guard_refused" else ran.detail)
+    return done(ran.outcome, ran.detail or None, columns=ran.columns, rows=ran.rows, truncated=ran.truncated)
 
 
 @router.post("/sql/dry-run", response_model=DryRunPublic, responses={
